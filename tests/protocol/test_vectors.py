@@ -1,0 +1,89 @@
+"""Golden vectors: every byte is reproduced and every negative case raises its recorded code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from protocol import ErrorCode, WIRE_VERSION, schema_hash
+from protocol.vectors_gen import VECTOR_DIR, build_all, dump, replay
+
+FILES = ("codec.json", "endpoint_plaintext.json", "endpoint_secure.json")
+
+
+def _load(name: str) -> dict:
+    return json.loads((VECTOR_DIR / name).read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_vectors_replay_byte_for_byte(name):
+    doc = _load(name)
+    assert doc["wireVersion"] == WIRE_VERSION and doc["schemaHash"] == schema_hash()
+    assert replay(doc) == doc["numberOfTests"]
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_vector_files_are_well_formed(name):
+    doc = _load(name)
+    ids = [t["tcId"] for g in doc["testGroups"] for t in g["tests"]]
+    assert ids == list(range(1, len(ids) + 1))
+    for group in doc["testGroups"]:
+        for t in group["tests"]:
+            assert t["comment"] and t["result"] in ("valid", "invalid")
+            if t["result"] == "invalid":
+                assert ErrorCode(t["error_code"])
+            if t["op"] in ("decode", "receive"):
+                assert "construction" in t and bytes.fromhex(t["input"]) is not None
+
+
+def test_vector_files_are_up_to_date():
+    fresh = build_all()
+    for name in FILES:
+        text = (VECTOR_DIR / name).read_text(encoding="utf-8")
+        assert text == dump(fresh[name]), f"{name} is out of date: run python -m protocol.vectors_gen"
+
+
+def test_tampered_vector_is_detected():
+    doc = _load("codec.json")
+    test = doc["testGroups"][0]["tests"][0]
+    wire = bytearray.fromhex(test["wire"])
+    wire[-1] ^= 1
+    test["wire"] = wire.hex()
+    with pytest.raises(AssertionError, match="wire differs"):
+        replay(doc)
+    doc = _load("endpoint_secure.json")
+    neg = next(t for g in doc["testGroups"] for t in g["tests"] if t.get("error_code") == "REPLAY")
+    neg["error_code"] = "STALE"
+    with pytest.raises(AssertionError, match="error_code differs"):
+        replay(doc)
+
+
+def test_vectors_cover_the_required_cases():
+    codes = {}
+    comments = []
+    types = set()
+    for name in FILES:
+        for g in _load(name)["testGroups"]:
+            for t in g["tests"]:
+                codes.setdefault(t.get("error_code", "valid"), 0)
+                codes[t.get("error_code", "valid")] += 1
+                comments.append(t["comment"])
+                if t["result"] == "valid" and t["op"] in ("send", "encode"):
+                    types.add((g.get("suite", "plaintext"), t["message"]["type"]))
+    required = {"BAD_MAGIC", "TRUNCATED", "OVERSIZED", "UNSUPPORTED_VERSION", "DOWNGRADE", "WRONG_RECEIVER",
+                "WRONG_SESSION", "WRONG_EPOCH", "REPLAY", "STALE", "DUPLICATE_KEY", "DISALLOWED_DTYPE",
+                "MANIFEST_MISMATCH", "AUTH_FAILED", "HANDSHAKE_FAILED"}
+    assert required <= set(codes)
+    from protocol import APPLICATION_TYPES
+
+    for suite in ("plaintext", "secure"):
+        assert {t for s, t in types if s == suite} == set(APPLICATION_TYPES), suite
+    assert any("tag" in c for c in comments) and any("header byte" in c for c in comments)
+
+
+def test_generator_cli_check_mode():
+    proc = subprocess.run([sys.executable, "-m", "protocol.vectors_gen", "--check"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
