@@ -31,6 +31,7 @@ Decoder = Callable[[bytes], Any]
 HeaderPeeker = Callable[[bytes], dict]
 
 ARTIFACT_TYPE = "artifact"
+RETAIN_FLUSH_BYTES = 64 * 1024 * 1024
 # Runs of the message order kept in summary(); a long training run alternates types thousands of times.
 MAX_ORDER_RUNS = 200
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -167,9 +168,16 @@ class Eavesdropper:
         *,
         decode: Decoder | None = None,
         peek_header: HeaderPeeker | None = None,
+        retain_kinds: Iterable[str] | None = None,
     ):
+        """`retain_kinds`: keep the contents only of artifacts of these kinds (None = all);
+        other messages keep their header and size. Bounds memory over long training runs,
+        whose per-step traffic would otherwise pile up (the tap then decodes every
+        RETAIN_FLUSH_BYTES instead of only on demand)."""
         self.name = name
         self.keep_raw = keep_raw
+        self.retain_kinds = None if retain_kinds is None else frozenset(retain_kinds)
+        self._undecoded_bytes = 0
         self._decode = decode
         self._peek = peek_header
         self._intercepts: list[Intercept] = []
@@ -191,7 +199,10 @@ class Eavesdropper:
             )
         else:
             self._intercepts.append(Intercept(len(self._intercepts), str(point), len(raw), raw=raw))
+            self._undecoded_bytes += len(raw)
         self._artifacts = None
+        if self.retain_kinds is not None and self._undecoded_bytes > RETAIN_FLUSH_BYTES:
+            self._decode_pending()
 
     __call__ = observe
 
@@ -223,9 +234,17 @@ class Eavesdropper:
                     rec.message = self._decode(rec.raw)
                 except Exception as exc:  # ENCRYPTED on the secure suite, or malformed body
                     rec.error = _error_text(exc)
+            if self.retain_kinds is not None and not self._retained(rec.message):
+                rec.message, rec.raw = None, b""
             if not self.keep_raw:
                 rec.raw = b""
         self._pending = len(self._intercepts)
+        self._undecoded_bytes = 0
+
+    def _retained(self, msg: Any) -> bool:
+        if msg is None:
+            return True
+        return _text(msg.type) != ARTIFACT_TYPE or str(dict(msg.meta).get("kind", "")) in self.retain_kinds
 
     @property
     def intercepts(self) -> list[Intercept]:
@@ -401,7 +420,9 @@ class Eavesdropper:
         )
 
     # ------------------------------------------------------------------ saving
-    def save(self, directory: Path | str, users: pd.DataFrame | None = None) -> list[Path]:
+    def save(
+        self, directory: Path | str, users: pd.DataFrame | None = None, kinds: Iterable[str] | None = None
+    ) -> list[Path]:
         """Write what was captured into `directory` (created if needed; a run passes its
         `intercepted/` folder):
 
@@ -412,10 +433,14 @@ class Eavesdropper:
         - `index.json`: the summary, one entry per intercept (header fields, size, decoded or
           not, error), and which file holds each artifact.
 
+        `kinds` limits the artifact files to those kinds (e.g. the released representation,
+        not thousands of per-step training messages); every intercept stays in the index.
+
         Returns the written paths."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        artifacts = self.artifacts()
+        wanted = None if kinds is None else set(kinds)
+        artifacts = {n: a for n, a in self.artifacts().items() if wanted is None or a.kind in wanted}
         written: list[Path] = []
         files: dict[str, str] = {}
         used: set[str] = set()

@@ -1,0 +1,268 @@
+"""PrivNet across two parties: split learning of Algorithm 1 over protocol messages.
+
+The source owns the source domain, the public users' attributes, the source network (with the
+translation matrix H) and the simulated attacker. The target owns the target domain and the
+target network. What crosses, and why (every arrow is an envelope the eavesdropper sees):
+
+  training step b (driven by the target, one pass over its examples per epoch):
+    target -> source  request{op: transfer, step: b} users_b       which users' x_trans it needs
+    source -> target  artifact{kind: x_trans_batch} x_trans[users_b]   after the attacker update
+    target -> source  gradient{step: b} dL_T/dx_trans[users_b]     so the source learns from L_T
+  end of epoch e:
+    target -> source  request{op: release, purpose: valid}
+    source -> target  artifact{kind: user_representation, artifact: x_trans@e}   all users
+    target -> coordinator  report{op: epoch, valid metrics, improved, stop}
+    coordinator -> source  control{op: checkpoint} when the target improved (early stopping)
+  test:
+    coordinator -> source  control{op: restore}      best epoch's source network
+    coordinator -> target  control{op: test}         target restores its best network and asks
+    target -> source  request{op: release, purpose: test}
+    source -> target  artifact{kind: user_representation, artifact: x_trans}   the released artifact
+    target -> coordinator  report{op: test, utility}
+
+The attacker's gradient never leaves the source (L(theta) - lambda L(Theta) is optimised by the
+source on its own side); the target only ever returns dL_T/dx_trans. The computation is
+step-for-step the one of `models.privnet.train_privnet_joint` with the same seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+
+from models.privnet import (
+    STREAM_PUBLIC_USERS,
+    STREAM_SOURCE_EXAMPLES,
+    STREAM_TARGET_EXAMPLES,
+    AttributeAdversary,
+    ExampleStream,
+    PrivNetSource,
+    PrivNetTarget,
+    UserStream,
+    adversary_step,
+    evaluate_privnet,
+    public_users_of,
+    source_step,
+    source_transfer,
+    target_step,
+    train_privnet_target_only,
+    user_query,
+)
+from models.training import EarlyStopping, numpy_rng, restore, snapshot
+from protocol import Message
+
+from .base import COORDINATOR, artifact_chunks
+from .defenses import blurme, ldp_randomized_response
+from .roles import SourceParty, TargetParty
+
+RELEASED = "x_trans"  # the per-user representation released for the test (attacked artifact)
+REPRESENTATION_KIND = "user_representation"
+BATCH_KIND = "x_trans_batch"
+DEFENSES = ("none", "ldp", "blurme")
+
+
+def _net_options(config: dict) -> dict:
+    return {"dim": int(config.get("dim", 80)), "hidden": tuple(config.get("hidden", (80, 64)))}
+
+
+class PrivNetSourceParty(SourceParty):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        cfg, seed = self.config, self.seed
+        self.lam = float(cfg.get("lam", 1.0))
+        self.clip = float(cfg.get("clip", 5.0))
+        self.window = int(cfg.get("window", 10))
+        defense = str(cfg.get("defense", "none"))
+        if defense not in DEFENSES:
+            raise ValueError(f"unknown defense {defense!r}; valid: {', '.join(DEFENSES)}")
+        # A defense perturbs the source's own data before any network sees it.
+        self.defense_info: dict = {"defense": defense}
+        data = self.data
+        if defense == "ldp":
+            data, info = ldp_randomized_response(data, float(cfg.get("ldp_noise", 0.1)), seed)
+            self.defense_info.update(info)
+        elif defense == "blurme":
+            data, info = blurme(data, self.attributes, int(cfg.get("blurme_k", 5)), seed)
+            self.defense_info.update(info)
+        self.train_data = data
+        net = _net_options(cfg)
+        self.net = PrivNetSource(data.n_items, net["dim"], net["hidden"], seed=seed)
+        self.adversary = AttributeAdversary(self.net.trans_dim, tuple(cfg.get("adv_hidden", (64,))), seed=seed)
+        lr = float(cfg.get("lr", 5e-4))
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
+        self.opt_adv = torch.optim.Adam(self.adversary.parameters(), lr=lr)
+        histories = data.histories()
+        self.q_hist, self.q_cand = user_query(histories, data.n_items, self.window)
+        self.labels = {k: np.asarray(v, dtype=np.int64) for k, v in self.attributes.as_dict().items()}
+        batch = int(cfg.get("batch_size", 128))
+        self.s_stream = ExampleStream(histories, data.n_items, self.window, batch, numpy_rng(seed, STREAM_SOURCE_EXAMPLES))
+        self.pub_stream = UserStream(public_users_of(self.labels), batch, numpy_rng(seed, STREAM_PUBLIC_USERS))
+        self.pending: dict[int, np.ndarray] = {}  # step -> users whose x_trans awaits a gradient
+        self.best_state = None
+        self.losses = {"adv": 0.0, "S": 0.0, "steps": 0}
+
+    def _modules(self):
+        return {"source": self.net, "adversary": self.adversary}
+
+    def on_request(self, msg: Message) -> Iterable[Message]:
+        op = msg.meta.get("op")
+        if op == "transfer":
+            return self._transfer(msg)
+        if op == "release":
+            return self._release(msg)
+        raise ValueError(f"unknown request op {op!r}; valid: transfer, release")
+
+    def _transfer(self, msg: Message) -> Iterable[Message]:
+        users = np.asarray(msg.arrays["user_ids"], dtype=np.int64)
+        if users.ndim != 1 or users.size == 0 or users.min() < 0 or users.max() >= self.data.n_users:
+            raise ValueError(f"transfer request needs 1-d user ids in [0, {self.data.n_users}), got shape {users.shape}")
+        step = int(msg.meta["step"])
+        # Algorithm 1, lines 1-3: the simulated attacker learns first, on a public-user batch.
+        # The attacker trains at every lambda (at 0 it only watches), as in the reference loop.
+        pub = self.pub_stream.next_batch()
+        if pub.size:
+            self.losses["adv"] += adversary_step(
+                self.net, self.adversary, self.opt_adv, self.q_hist[pub], self.q_cand[pub],
+                {k: v[pub] for k, v in self.labels.items()}, self.clip,
+            )
+        x = source_transfer(self.net, self.q_hist[users], self.q_cand[users])
+        self.pending[step] = users
+        return artifact_chunks(
+            sender=self.name, receiver=msg.sender, name=f"{BATCH_KIND}@{step}", kind=BATCH_KIND,
+            user_ids=users, arrays={"x_trans": x}, meta={"step": step}, round=msg.round,
+        )
+
+    def on_gradient(self, msg: Message) -> Iterable[Message]:
+        step = int(msg.meta["step"])
+        users = self.pending.pop(step, None)
+        if users is None:
+            raise ValueError(f"gradient for step {step} that has no pending transfer")
+        grad = np.asarray(msg.arrays["grad"], dtype=np.float32)
+        if grad.shape != (users.size, self.net.trans_dim):
+            raise ValueError(f"gradient for step {step} has shape {grad.shape}, expected {(users.size, self.net.trans_dim)}")
+        out = source_step(
+            self.net, self.adversary, self.opt, self.s_stream.next_batch(),
+            self.q_hist[users], self.q_cand[users], {k: v[users] for k, v in self.labels.items()},
+            grad, self.lam, self.clip,
+        )
+        self.losses["S"] += out["loss_S"]
+        self.losses["steps"] += 1
+        return []
+
+    def _release(self, msg: Message) -> Iterable[Message]:
+        x = source_transfer(self.net, self.q_hist, self.q_cand)
+        purpose = str(msg.meta.get("purpose", "test"))
+        name = RELEASED if purpose == "test" else f"{RELEASED}@{int(msg.meta.get('epoch', 0))}"
+        return artifact_chunks(
+            sender=self.name, receiver=msg.sender, name=name, kind=REPRESENTATION_KIND,
+            user_ids=np.arange(self.data.n_users, dtype=np.int64), arrays={"x_trans": x},
+            meta={"purpose": purpose, "lam": self.lam, "defense": self.defense_info["defense"]}, round=msg.round,
+        )
+
+    def op_checkpoint(self, msg: Message) -> Iterable[Message]:
+        self.best_state = snapshot(self._modules())
+        return [self.reply(msg)]
+
+    def op_restore(self, msg: Message) -> Iterable[Message]:
+        if self.best_state is not None:
+            restore(self._modules(), self.best_state)
+        steps = max(1, self.losses["steps"])
+        return [self.reply(msg, defense=self.defense_info, mean_loss_S=self.losses["S"] / steps, mean_loss_adv=self.losses["adv"] / steps)]
+
+
+class PrivNetTargetParty(TargetParty):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        cfg, seed = self.config, self.seed
+        self.window = int(cfg.get("window", 10))
+        self.clip = float(cfg.get("clip", 5.0))
+        self.epochs = int(cfg.get("epochs", 50))
+        self.max_steps = cfg.get("max_steps_per_epoch")
+        net = _net_options(cfg)
+        self.net = PrivNetTarget(self.data.n_items, net["dim"], net["hidden"], trans_dim=net["hidden"][0], seed=seed)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=float(cfg.get("lr", 5e-4)))
+        self.stream = ExampleStream(
+            self.data.histories(), self.data.n_items, self.window, int(cfg.get("batch_size", 128)),
+            numpy_rng(seed, STREAM_TARGET_EXAMPLES),
+        )
+        self.steps = self.stream.steps_per_epoch if self.max_steps is None else min(self.stream.steps_per_epoch, int(self.max_steps))
+        self.stopper = EarlyStopping("HR@10", int(cfg.get("patience", 5)))
+        self.epoch = 0
+        self.step = 0
+        self.batch = None
+        self.loss_sum = 0.0
+        self.history: list[dict] = []
+        # Only released representations are kept for the curious-receiver attack; per-batch
+        # x_trans are seen on the wire (and counted) but not stored.
+        self.keep_receiver_view_kinds = {REPRESENTATION_KIND}
+
+    # -- the training loop, one message at a time
+    def op_epoch(self, msg: Message) -> Iterable[Message]:
+        self.epoch = int(msg.meta["epoch"])
+        self.step, self.loss_sum = 0, 0.0
+        self._control = msg
+        return [self._next_request(msg.round)]
+
+    def _next_request(self, round: int) -> Message:
+        if self.step >= self.steps:
+            return Message(type="request", sender=self.name, receiver="source", round=round,
+                           meta={"op": "release", "purpose": "valid", "epoch": self.epoch})
+        self.batch = self.stream.next_batch()
+        users, self.inverse = np.unique(self.batch.users, return_inverse=True)
+        return Message(type="request", sender=self.name, receiver="source", round=round,
+                       arrays={"user_ids": users.astype(np.int64)}, meta={"op": "transfer", "step": self.step})
+
+    def absorbed(self, name, arrays, meta, last: Message) -> Iterable[Message]:
+        kind = last.meta.get("kind")
+        if kind == BATCH_KIND:
+            del self.artifacts[name]  # transient: used for this step only
+            step = int(meta["step"])
+            if step != self.step or self.batch is None:
+                raise ValueError(f"x_trans for step {step} arrived while the target is at step {self.step}")
+            loss, grad = target_step(self.net, self.opt, self.batch, arrays["x_trans"], self.inverse, self.clip)
+            self.loss_sum += loss
+            grad_msg = Message(type="gradient", sender=self.name, receiver="source", round=last.round,
+                               arrays={"user_ids": arrays["user_ids"], "grad": grad.astype(np.float32)}, meta={"step": step})
+            self.step += 1
+            self.batch = None
+            return [grad_msg, self._next_request(last.round)]
+        if kind == REPRESENTATION_KIND and meta.get("purpose") == "valid":
+            x_all = self.per_user_artifact(name, "x_trans")
+            del self.artifacts[name]
+            valid, _, _ = evaluate_privnet(self.net, self.data, x_all, "valid", self.window)
+            improved = self.stopper.update(self.epoch, valid, {"target": self.net})
+            row = {"epoch": self.epoch, "loss_T": self.loss_sum / max(1, self.steps), **{f"valid_{k}": v for k, v in valid.items()}}
+            self.history.append(row)
+            stop = self.stopper.should_stop or self.epoch >= self.epochs
+            return [Message(type="report", sender=self.name, receiver=COORDINATOR, round=last.round,
+                            meta={"op": "epoch", "epoch": self.epoch, "valid": valid, "improved": improved, "stop": stop})]
+        if kind == REPRESENTATION_KIND and meta.get("purpose") == "test":
+            x_all = self.per_user_artifact(name, "x_trans")
+            _, _, scores = evaluate_privnet(self.net, self.data, x_all, "test", self.window)
+            return [self.utility_report(self._test_request, scores, self._fit_details())]
+        raise ValueError(f"unexpected artifact {name!r} of kind {kind!r}")
+
+    def _fit_details(self) -> dict:
+        return {"best_epoch": self.stopper.best_epoch, "best_valid": self.stopper.best_metrics,
+                "epochs_run": self.epoch, "history": self.history}
+
+    def op_test(self, msg: Message) -> Iterable[Message]:
+        self.stopper.restore_best({"target": self.net})
+        self.net.eval()
+        self._test_request = msg
+        return [Message(type="request", sender=self.name, receiver="source", round=msg.round,
+                        meta={"op": "release", "purpose": "test"})]
+
+    def op_fit_alone(self, msg: Message) -> Iterable[Message]:
+        """Target-only: the same target network trained without any transfer (utility floor)."""
+        cfg = self.config
+        net, report = train_privnet_target_only(
+            self.data, epochs=self.epochs, batch_size=int(cfg.get("batch_size", 128)), lr=float(cfg.get("lr", 5e-4)),
+            clip=self.clip, seed=self.seed, patience=int(cfg.get("patience", 5)), window=self.window,
+            max_steps_per_epoch=None if self.max_steps is None else int(self.max_steps), **_net_options(cfg),
+        )
+        _, _, scores = evaluate_privnet(net, self.data, None, "test", self.window)
+        return [self.utility_report(msg, scores, {"best_epoch": report.best_epoch, "best_valid": report.best_valid,
+                                                  "epochs_run": report.epochs_run, "history": report.history})]

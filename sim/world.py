@@ -1,0 +1,89 @@
+"""The simulated world: data loaded once per (dataset, split, seed) and handed out per party.
+
+Party factories live here because they run wherever the party runs (this process, a Ray
+actor, a Flower SuperNode): each rebuilds its own data deterministically from the JSON-able
+run config, so no party's data ever travels through another party.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from models.data import UserAttributes
+from parties.base import ChannelConfig, Party
+from protocol import Limits
+
+from .data import Dataset, load_dataset
+from .splits import DomainSplit, public_users, split_domains
+
+
+@dataclass(frozen=True)
+class World:
+    dataset: Dataset
+    split: DomainSplit
+    attributes: UserAttributes  # ground truth, for evaluation only
+    public: np.ndarray  # user ids whose attributes are public (attacker's auxiliary knowledge)
+
+    @property
+    def private(self) -> np.ndarray:
+        return np.setdiff1d(np.arange(self.dataset.n_users), self.public)
+
+
+def data_key(run: dict[str, Any]) -> tuple:
+    synthetic = tuple(sorted((run.get("synthetic") or {}).items()))
+    return (
+        run["dataset"],
+        run.get("data_dir"),
+        run.get("split", "year"),
+        int(run["seed"]),
+        float(run.get("public_fraction", 0.8)),
+        synthetic,
+    )
+
+
+@lru_cache(maxsize=4)
+def _world(key: tuple) -> World:
+    name, data_dir, split_by, seed, public_fraction, synthetic = key
+    # The dataset itself does not depend on the seed (except synthetic data, which is seeded
+    # by its own options), so all seeds evaluate the same users and items.
+    dataset = load_dataset(name, data_dir, seed=int(dict(synthetic).get("seed", 0)), synthetic=dict(synthetic) or None)
+    split = split_domains(dataset, by=split_by, seed=seed)
+    attributes = dataset.attributes()
+    public = public_users(attributes, public_fraction, seed=seed)
+    return World(dataset, split, attributes, public)
+
+
+def world(run: dict[str, Any]) -> World:
+    return _world(data_key(run))
+
+
+def channel_from_json(obj: dict[str, Any]) -> ChannelConfig:
+    limits = Limits(**obj["limits"]) if obj.get("limits") else Limits()
+    return ChannelConfig(
+        suite=obj["suite"],
+        session_seed=bytes.fromhex(obj.get("session_seed", "")),
+        identity_private=bytes.fromhex(obj["identity_private"]) if obj.get("identity_private") else None,
+        registry_json=obj.get("registry_json"),
+        limits=limits,
+    )
+
+
+def build_party(config: dict[str, Any]) -> Party:
+    """Party factory (`sim.world:build_party`): config = {role, scenario, run, channel, options}."""
+    from .scenarios import get_scenario  # late: scenarios import this module
+
+    scenario = get_scenario(config["scenario"])
+    role = config["role"]
+    w = world(config["run"])
+    channel = channel_from_json(config["channel"])
+    options = {**config.get("options", {}), "seed": int(config["run"]["seed"])}
+    classes = scenario.party_classes()
+    if role == "source":
+        return classes["source"](channel, w.split.source, w.attributes.restricted_to(w.public), options)
+    if role == "target":
+        return classes["target"](channel, w.split.target, options)
+    raise ValueError(f"unknown role {role!r}; valid: source, target")
