@@ -91,8 +91,10 @@ class PrivNetSourceParty(SourceParty):
         self.net = PrivNetSource(data.n_items, net["dim"], net["hidden"], seed=seed)
         self.adversary = AttributeAdversary(self.net.trans_dim, tuple(cfg.get("adv_hidden", (64,))), seed=seed)
         lr = float(cfg.get("lr", 5e-4))
+        # attacker updates per step (paper: 1) and its own learning rate (default: lr)
+        self.adv_steps = int(cfg.get("adv_steps", 1))
         self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
-        self.opt_adv = torch.optim.Adam(self.adversary.parameters(), lr=lr)
+        self.opt_adv = torch.optim.Adam(self.adversary.parameters(), lr=float(cfg.get("adv_lr") or lr))
         histories = data.histories()
         self.q_hist, self.q_cand = user_query(histories, data.n_items, self.window)
         self.labels = {k: np.asarray(v, dtype=np.int64) for k, v in self.attributes.as_dict().items()}
@@ -121,12 +123,13 @@ class PrivNetSourceParty(SourceParty):
         step = int(msg.meta["step"])
         # Algorithm 1, lines 1-3: the simulated attacker learns first, on a public-user batch.
         # The attacker trains at every lambda (at 0 it only watches), as in the reference loop.
-        pub = self.pub_stream.next_batch()
-        if pub.size:
-            self.losses["adv"] += adversary_step(
-                self.net, self.adversary, self.opt_adv, self.q_hist[pub], self.q_cand[pub],
-                {k: v[pub] for k, v in self.labels.items()}, self.clip,
-            )
+        for _ in range(self.adv_steps):
+            pub = self.pub_stream.next_batch()
+            if pub.size:
+                self.losses["adv"] += adversary_step(
+                    self.net, self.adversary, self.opt_adv, self.q_hist[pub], self.q_cand[pub],
+                    {k: v[pub] for k, v in self.labels.items()}, self.clip,
+                ) / self.adv_steps
         x = source_transfer(self.net, self.q_hist[users], self.q_cand[users])
         self.pending[step] = users
         return artifact_chunks(
