@@ -136,9 +136,10 @@ def execute(config: RunConfig, *, quiet: bool = False) -> int:
     if keys is not None:
         keys.save(run_dir / "keys")
     started = time.perf_counter()
+    flower = config.runtime in ("flower", "flower-deployment")
     progress = None
     bar = None
-    if not quiet:
+    if not quiet and not flower:
         from tqdm import tqdm
 
         from .engine import select_variants
@@ -160,15 +161,12 @@ def execute(config: RunConfig, *, quiet: bool = False) -> int:
             bar.update(1)
 
     try:
-        if config.runtime in ("flower", "flower-deployment"):
+        if flower:
             # Flower inverts control: the coordinator runs inside the ServerApp, which writes
-            # the run directory itself.
+            # the run directory itself (also on failure).
             from .runtimes.flower import run_experiment_flower
 
             results = run_experiment_flower(config, run_dir=run_dir, keys=keys, quiet=quiet)
-            if bar is not None:
-                bar.close()
-                bar = None
             if results and not quiet:
                 print_summary(results)
             print(f"run directory: {run_dir}")
@@ -184,6 +182,9 @@ def execute(config: RunConfig, *, quiet: bool = False) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if flower:  # the ServerApp already wrote what finished
+        print(f"run directory: {run_dir}", file=sys.stderr)
+        return status
     timing = {"total_seconds": time.perf_counter() - started}
     results = write_outputs(result, run_dir, timing)
     if results and not quiet:
