@@ -145,9 +145,23 @@ class Relay:
         """Send control{op} to `party`; relay until the network is quiet; return every
         message that reached the coordinator (acks, reports). An `error` raises RunError."""
         msg = Message(type="control", sender=COORDINATOR, receiver=party, meta={"op": op, **meta}, round=round)
-        queue = deque(self.coordinator.send(msg))
-        inbox: list[Message] = []
         started = time.perf_counter()
+        inbox = self._pump(self.coordinator.send(msg), step=op)
+        if not inbox:
+            raise RunError(
+                f"step {op!r} sent to {party!r} ended with no reply after "
+                f"{time.perf_counter() - started:.1f}s; the party produced no answer"
+            )
+        return inbox
+
+    def inject(self, envelope: bytes) -> list[Message]:
+        """Put raw bytes on the wire as an active attacker would (tampered, replayed,
+        misaddressed): they are tapped, routed and recorded like any envelope."""
+        return self._pump([envelope], step="inject")
+
+    def _pump(self, envelopes: list[bytes], *, step: str) -> list[Message]:
+        queue = deque(envelopes)
+        inbox: list[Message] = []
         while queue:
             envelope = queue.popleft()
             self.messages += 1
@@ -161,10 +175,11 @@ class Relay:
                 else:
                     out = self.runtime.call(receiver, envelope)
             except ProtocolError as exc:
+                # the receiver's state is unchanged; record the rejection and carry on
                 self.transcript.record(envelope, "rejected", f"{exc.code.value}: {exc.detail}")
                 self.rejected += 1
                 if exc.code.value == "PEER_CUT_OFF" or self.rejected > self.max_rejected:
-                    raise RunError(f"step {op!r}: the protocol cut off a peer after repeated rejections ({exc})") from exc
+                    raise RunError(f"step {step!r}: the protocol cut off a peer after repeated rejections ({exc})") from exc
                 continue
             self.transcript.record(envelope, "delivered")
             queue.extend(out)
@@ -172,11 +187,6 @@ class Relay:
         if errors:
             e = errors[0].meta
             raise RunError(f"party {e.get('party')!r} failed at step {e.get('step')!r}: {e.get('detail')}")
-        if not inbox:
-            raise RunError(
-                f"step {op!r} sent to {party!r} ended with no reply after "
-                f"{time.perf_counter() - started:.1f}s; the party produced no answer"
-            )
         return inbox
 
     def request_one(self, party: str, op: str, *, type: str = "ack", **meta: Any) -> Message:
