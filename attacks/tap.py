@@ -100,6 +100,8 @@ class Intercept:
     error: str | None = None
     raw: bytes = b""
     attempted: bool = field(default=False, repr=False)  # decoding already tried
+    # False when the body decoded but was not kept (kind outside retain_kinds): still decoded
+    retained: bool = field(default=True, repr=False)
 
     @property
     def type(self) -> str:
@@ -235,7 +237,7 @@ class Eavesdropper:
                 except Exception as exc:  # ENCRYPTED on the secure suite, or malformed body
                     rec.error = _error_text(exc)
             if self.retain_kinds is not None and not self._retained(rec.message):
-                rec.message, rec.raw = None, b""
+                rec.message, rec.raw, rec.retained = None, b"", False
             if not self.keep_raw:
                 rec.raw = b""
         self._pending = len(self._intercepts)
@@ -358,7 +360,7 @@ class Eavesdropper:
             pt = per_point.setdefault(rec.point, {"count": 0, "bytes": 0})
             pt["count"] += 1
             pt["bytes"] += rec.size
-            if rec.message is not None:
+            if rec.message is not None or not rec.retained:
                 decoded += 1
                 decoded_bytes += rec.size
                 entry["decoded"] += 1

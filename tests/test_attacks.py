@@ -375,6 +375,25 @@ def test_tap_survives_garbage(codec):
     assert tap.artifacts() == {}
 
 
+def test_tap_retains_only_the_wanted_kinds_but_counts_everything(codec, monkeypatch):
+    """Long training runs: per-step artifacts are decoded, counted and dropped (bounded
+    memory); the released artifact is kept."""
+    import attacks.tap as tap_module
+
+    monkeypatch.setattr(tap_module, "RETAIN_FLUSH_BYTES", 1)  # decode as it goes
+    rng = np.random.default_rng(3)
+    ids = np.arange(6, dtype=np.int64)
+    kept = _chunks("released", ids, rng.normal(size=(6, 2)).astype(np.float32), 2, kind="user_representation")
+    steps = [_chunks(f"batch@{i}", ids, rng.normal(size=(6, 2)).astype(np.float32), 1, kind="x_trans_batch")[0] for i in range(4)]
+    tap = _tap(codec, retain_kinds={"user_representation"})
+    for m in [*steps, *kept]:
+        tap.observe(codec.encode(m))
+    assert all(r.raw == b"" and r.message is None for r in tap._intercepts[:4])  # dropped while observing
+    assert list(tap.artifacts()) == ["released"]
+    s = tap.summary()
+    assert s["intercepts"] == 6 and s["decoded"]["count"] == 6 and s["could_not_decode"]["count"] == 0
+
+
 def test_tap_reassembles_out_of_order_chunks_and_ignores_duplicates(codec):
     rng = np.random.default_rng(9)
     ids = np.arange(10, 40, dtype=np.int64)
