@@ -9,10 +9,9 @@ them during training is exactly two arrays per step:
 One training step of a multi-party run (Algorithm 1 of the paper):
   source: adversary_step(...) x adv_steps       attacker update on public users (x_trans detached)
   target: batch = its ExampleStream.next_batch(); users, inv = np.unique(batch.users, return_inverse=True)
-  source: x = source_transfer(source, q_hist[users], q_cand[users])           -> target
-  target: loss_T, grad = target_step(target, opt, batch, x, inv)              -> source
-  source: source_step(source, adversary, opt, its own batch, q_hist[users], q_cand[users],
-                      labels[users], grad, lam)
+  source: x, x_live = transfer_for_step(source, q_hist[users], q_cand[users])   x -> target
+  target: loss_T, grad = target_step(target, opt, batch, x, inv)                -> source
+  source: source_step(source, adversary, opt, its own batch, x_live, labels[users], grad, lam)
 `train_privnet_joint` runs exactly these calls in one process; `recommender_step_joint` is the
 plain one-graph PyTorch step they agree with (tested to 1e-6). Each party clips the gradient
 norm of its own parameters only (neither can see the other's), and the joint step does the same.
@@ -47,6 +46,7 @@ from .training import (
     PairIndex,
     Stopwatch,
     TrainReport,
+    adam,
     clip_and_step,
     numpy_rng,
     sample_negatives,
@@ -87,10 +87,22 @@ class AttentionUserEncoder(nn.Module):
     """
 
     def forward(self, hist_emb: torch.Tensor, cand_emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        logits = torch.einsum("bwd,bd->bw", hist_emb, cand_emb).masked_fill(~mask, _MASKED)
+        # Broadcast products, not einsum: einsum lowers to a batched matmul of [1, d] x [d, w]
+        # blocks, which on CPU costs 3x more (forward + backward) at these sizes.
+        logits = (hist_emb * cand_emb.unsqueeze(1)).sum(-1).masked_fill(~mask, _MASKED)
         # For an all-padded row softmax is uniform, but the mask zeroes it: x_u = 0.
         alpha = torch.softmax(logits, dim=1) * mask
-        return torch.einsum("bw,bwd->bd", alpha, hist_emb)
+        return (alpha.unsqueeze(-1) * hist_emb).sum(1)
+
+    def per_candidate(self, hist_emb: torch.Tensor, cand_emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x_u for C candidates of one history each: hist [U, w, d], cand [U, C, d] -> [U, C, d].
+
+        The same function as `forward` on the history repeated C times, as two real batched
+        matmuls ([C, d] x [d, w] per user) instead of C copies of the history (evaluation).
+        """
+        logits = torch.bmm(cand_emb, hist_emb.transpose(1, 2)).masked_fill(~mask.unsqueeze(1), _MASKED)
+        alpha = torch.softmax(logits, dim=2) * mask.unsqueeze(1)
+        return torch.bmm(alpha, hist_emb)
 
 
 class _Tower(nn.Module):
@@ -118,6 +130,13 @@ class _Tower(nn.Module):
         x_i = self.items(cand)
         x_u = self.encoder(self.items(hist), x_i, hist != self.pad)
         return torch.cat([x_u, x_i], dim=1)
+
+    def first_input_per_candidate(self, hist: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+        """[x_u, x_i] for every (user, candidate): hist [U, w], cands [U, C] -> [U * C, 2 dim]."""
+        hist, cands = _as_long(hist), _as_long(cands)
+        x_i = self.items(cands)
+        x_u = self.encoder.per_candidate(self.items(hist), x_i, hist != self.pad)
+        return torch.cat([x_u, x_i], dim=2).reshape(-1, 2 * self.dim)
 
     def head(self, z1: torch.Tensor) -> torch.Tensor:
         """Everything after the first layer's pre-activation z1."""
@@ -190,6 +209,14 @@ class PrivNetTarget(nn.Module):
                 raise ValueError(f"x_trans must have shape {tuple(z1.shape)}, got {tuple(x_trans.shape)}")
             z1 = z1 + x_trans
         return self.tower.head(z1)
+
+    def score(self, hist: torch.Tensor, cands: torch.Tensor, x_trans: torch.Tensor | None) -> torch.Tensor:
+        """Logits [U, C] of C candidates per user: hist [U, w], cands [U, C], x_trans [U, d] or None."""
+        u, c = cands.shape
+        z1 = self.tower.layers[0](self.tower.first_input_per_candidate(hist, cands))
+        if x_trans is not None:
+            z1 = (z1.reshape(u, c, -1) + x_trans.unsqueeze(1)).reshape(u * c, -1)
+        return self.tower.head(z1).reshape(u, c)
 
 
 class AttributeAdversary(nn.Module):
@@ -391,10 +418,8 @@ def score_candidates(
     x_all = None if x_trans is None else torch.as_tensor(np.asarray(x_trans, dtype=np.float32))
     for s in range(0, u, per_chunk):
         sl = slice(s, s + per_chunk)
-        n = candidates[sl].shape[0]
-        h = torch.from_numpy(np.repeat(hist[sl], c, axis=0))
-        x = None if x_all is None else x_all[sl].repeat_interleave(c, dim=0)
-        out[sl] = target(h, torch.from_numpy(candidates[sl].reshape(-1)), x).reshape(n, c).numpy()
+        x = None if x_all is None else x_all[sl]
+        out[sl] = target.score(torch.from_numpy(hist[sl]), torch.from_numpy(candidates[sl]), x).numpy()
     target.train(was_training)
     return out
 
@@ -502,8 +527,19 @@ def adversary_step(
 
 @torch.no_grad()
 def source_transfer(source: PrivNetSource, q_hist: np.ndarray, q_cand: np.ndarray) -> np.ndarray:
-    """What the source sends: x_trans [U, trans_dim] float32 for the users' queries."""
+    """x_trans [U, trans_dim] float32 for the users' queries (a release: no graph kept)."""
     return source.transfer(q_hist, q_cand).numpy().astype(np.float32, copy=False)
+
+
+def transfer_for_step(source: PrivNetSource, q_hist: np.ndarray, q_cand: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+    """What the source sends in a training step, and the same x_trans with its autograd graph.
+
+    The source keeps the live tensor until the target's gradient arrives and hands it to
+    `source_step`: nothing changes the source network in between, so this is the tensor a
+    recomputation would give, without the second forward pass.
+    """
+    x = source.transfer(q_hist, q_cand)
+    return x.detach().numpy().astype(np.float32, copy=False), x
 
 
 def target_step(
@@ -537,8 +573,7 @@ def source_step(
     adversary: AttributeAdversary,
     optimizer: torch.optim.Optimizer,
     batch: ExampleBatch,
-    q_hist: np.ndarray,
-    q_cand: np.ndarray,
+    x_trans: torch.Tensor | None,
     q_labels: Mapping[str, np.ndarray] | None,
     x_trans_grad: np.ndarray | None,
     lam: float = 1.0,
@@ -546,29 +581,27 @@ def source_step(
 ) -> dict[str, float]:
     """Source update: minimise L_S - lam * L_adv, plus L_T through x_trans via the target's gradient.
 
-    Recomputes x_trans for the queries (same weights as when it was sent: nothing changed the
-    source in between), then backprops x_trans.backward(grad) together with its own loss. Only
-    the source's parameters receive gradients (the adversary is updated in `adversary_step`).
+    `x_trans` is the live tensor of `transfer_for_step` for the users the target's gradient
+    refers to (None: no transfer this step). Backprops x_trans.backward(grad) together with the
+    source's own loss. Only the source's parameters receive gradients (the adversary is updated
+    in `adversary_step`).
     """
     optimizer.zero_grad(set_to_none=True)
     params = list(source.parameters())
     loss_s = _bce(source(batch.hist, batch.cand), batch.label)
     objective = loss_s
-    roots, grads = [], []
-    x = None
     loss_adv = torch.zeros(())
-    if x_trans_grad is not None or (lam and q_labels is not None):
-        x = source.transfer(q_hist, q_cand)
-    if lam and q_labels is not None:
-        loss_adv = adversary.loss(x, _labels_tensor(q_labels))
+    if x_trans is None and x_trans_grad is not None:
+        raise ValueError("a gradient for x_trans needs the x_trans it refers to")
+    if lam and q_labels is not None and x_trans is not None:
+        loss_adv = adversary.loss(x_trans, _labels_tensor(q_labels))
         objective = objective - lam * loss_adv
-    roots.append(objective)
-    grads.append(torch.ones(()))
+    roots, grads = [objective], [torch.ones(())]
     if x_trans_grad is not None:
         g = torch.as_tensor(np.asarray(x_trans_grad, dtype=np.float32))
-        if g.shape != x.shape:
-            raise ValueError(f"x_trans_grad must have shape {tuple(x.shape)}, got {tuple(g.shape)}")
-        roots.append(x)
+        if g.shape != x_trans.shape:
+            raise ValueError(f"x_trans_grad must have shape {tuple(x_trans.shape)}, got {tuple(g.shape)}")
+        roots.append(x_trans)
         grads.append(g)
     torch.autograd.backward(roots, grads, inputs=params)
     clip_and_step(params, optimizer, clip)
@@ -706,9 +739,9 @@ def train_privnet_joint(
     target = PrivNetTarget(target_data.n_items, dim, hidden, trans_dim=source.trans_dim, seed=seed)
     adversary = AttributeAdversary(source.trans_dim, adv_hidden, seed=seed)
     labels = _check_labels(public_labels, target_data.n_users, adversary)
-    opt_s = torch.optim.Adam(source.parameters(), lr=lr)
-    opt_t = torch.optim.Adam(target.parameters(), lr=lr)
-    opt_a = torch.optim.Adam(adversary.parameters(), lr=lr if adv_lr is None else adv_lr)
+    opt_s = adam(source.parameters(), lr)
+    opt_t = adam(target.parameters(), lr)
+    opt_a = adam(adversary.parameters(), lr if adv_lr is None else adv_lr)
 
     s_hist_all = source_data.histories()
     q_hist_all, q_cand_all = user_query(s_hist_all, source_data.n_items, window)
@@ -739,11 +772,9 @@ def train_privnet_joint(
                     q_hist_all[users_b], q_cand_all[users_b], inv, q_labels, lam, clip,
                 )
             else:
-                x = source_transfer(source, q_hist_all[users_b], q_cand_all[users_b])
+                x, x_live = transfer_for_step(source, q_hist_all[users_b], q_cand_all[users_b])
                 loss_t, grad = target_step(target, opt_t, tb, x, inv, clip)
-                out = source_step(
-                    source, adversary, opt_s, sb, q_hist_all[users_b], q_cand_all[users_b], q_labels, grad, lam, clip
-                )
+                out = source_step(source, adversary, opt_s, sb, x_live, q_labels, grad, lam, clip)
                 out["loss_T"] = loss_t
             for k_, v_ in out.items():
                 sums[k_] += v_
@@ -780,7 +811,7 @@ def train_privnet_target_only(
     """The target network alone (no transfer; the paper's MLP baseline), same examples and stopping."""
     clock = Stopwatch()
     target = PrivNetTarget(target_data.n_items, dim, hidden, trans_dim=hidden[0], seed=seed)
-    opt_t = torch.optim.Adam(target.parameters(), lr=lr)
+    opt_t = adam(target.parameters(), lr)
     t_stream = ExampleStream(target_data.histories(), target_data.n_items, window, batch_size, numpy_rng(seed, STREAM_TARGET_EXAMPLES))
     steps = t_stream.steps_per_epoch if max_steps_per_epoch is None else min(t_stream.steps_per_epoch, max_steps_per_epoch)
     stopper = EarlyStopping("HR@10", patience)

@@ -156,6 +156,13 @@ class Stopwatch:
         return time.perf_counter() - self.start
 
 
+def adam(params, lr: float) -> torch.optim.Adam:
+    """Adam as every party and reference loop builds it. The fused CPU kernel updates all
+    tensors in one call: at these model sizes a step is dominated by per-tensor dispatch, and
+    fused is ~3x faster than the default per-tensor loop (bench/bench_privnet.py)."""
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
 def clip_and_step(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, clip: float | None) -> float:
     """Clip the gradient norm of `params` (one party's own parameters) and take a step.
 

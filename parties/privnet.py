@@ -47,10 +47,11 @@ from models.privnet import (
     source_step,
     source_transfer,
     target_step,
+    transfer_for_step,
     train_privnet_target_only,
     user_query,
 )
-from models.training import EarlyStopping, numpy_rng, restore, snapshot
+from models.training import EarlyStopping, adam, numpy_rng, restore, snapshot
 from protocol import Message
 
 from .base import COORDINATOR, artifact_chunks
@@ -93,15 +94,16 @@ class PrivNetSourceParty(SourceParty):
         lr = float(cfg.get("lr", 5e-4))
         # attacker updates per step (paper: 1) and its own learning rate (default: lr)
         self.adv_steps = int(cfg.get("adv_steps", 1))
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
-        self.opt_adv = torch.optim.Adam(self.adversary.parameters(), lr=float(cfg.get("adv_lr") or lr))
+        self.opt = adam(self.net.parameters(), lr)
+        self.opt_adv = adam(self.adversary.parameters(), float(cfg.get("adv_lr") or lr))
         histories = data.histories()
         self.q_hist, self.q_cand = user_query(histories, data.n_items, self.window)
         self.labels = {k: np.asarray(v, dtype=np.int64) for k, v in self.attributes.as_dict().items()}
         batch = int(cfg.get("batch_size", 128))
         self.s_stream = ExampleStream(histories, data.n_items, self.window, batch, numpy_rng(seed, STREAM_SOURCE_EXAMPLES))
         self.pub_stream = UserStream(public_users_of(self.labels), batch, numpy_rng(seed, STREAM_PUBLIC_USERS))
-        self.pending: dict[int, np.ndarray] = {}  # step -> users whose x_trans awaits a gradient
+        # step -> (users, live x_trans with its graph) awaiting the target's gradient
+        self.pending: dict[int, tuple[np.ndarray, torch.Tensor]] = {}
         self.best_state = None
         self.losses = {"adv": 0.0, "S": 0.0, "steps": 0}
 
@@ -130,8 +132,8 @@ class PrivNetSourceParty(SourceParty):
                     self.net, self.adversary, self.opt_adv, self.q_hist[pub], self.q_cand[pub],
                     {k: v[pub] for k, v in self.labels.items()}, self.clip,
                 ) / self.adv_steps
-        x = source_transfer(self.net, self.q_hist[users], self.q_cand[users])
-        self.pending[step] = users
+        x, x_live = transfer_for_step(self.net, self.q_hist[users], self.q_cand[users])
+        self.pending[step] = (users, x_live)
         return artifact_chunks(
             sender=self.name, receiver=msg.sender, name=f"{BATCH_KIND}@{step}", kind=BATCH_KIND,
             user_ids=users, arrays={"x_trans": x}, meta={"step": step}, round=msg.round,
@@ -139,16 +141,16 @@ class PrivNetSourceParty(SourceParty):
 
     def on_gradient(self, msg: Message) -> Iterable[Message]:
         step = int(msg.meta["step"])
-        users = self.pending.pop(step, None)
-        if users is None:
+        pending = self.pending.pop(step, None)
+        if pending is None:
             raise ValueError(f"gradient for step {step} that has no pending transfer")
+        users, x_live = pending
         grad = np.asarray(msg.arrays["grad"], dtype=np.float32)
         if grad.shape != (users.size, self.net.trans_dim):
             raise ValueError(f"gradient for step {step} has shape {grad.shape}, expected {(users.size, self.net.trans_dim)}")
         out = source_step(
             self.net, self.adversary, self.opt, self.s_stream.next_batch(),
-            self.q_hist[users], self.q_cand[users], {k: v[users] for k, v in self.labels.items()},
-            grad, self.lam, self.clip,
+            x_live, {k: v[users] for k, v in self.labels.items()}, grad, self.lam, self.clip,
         )
         self.losses["S"] += out["loss_S"]
         self.losses["steps"] += 1
@@ -185,7 +187,7 @@ class PrivNetTargetParty(TargetParty):
         self.max_steps = cfg.get("max_steps_per_epoch")
         net = _net_options(cfg)
         self.net = PrivNetTarget(self.data.n_items, net["dim"], net["hidden"], trans_dim=net["hidden"][0], seed=seed)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=float(cfg.get("lr", 5e-4)))
+        self.opt = adam(self.net.parameters(), float(cfg.get("lr", 5e-4)))
         self.stream = ExampleStream(
             self.data.histories(), self.data.n_items, self.window, int(cfg.get("batch_size", 128)),
             numpy_rng(seed, STREAM_TARGET_EXAMPLES),
