@@ -32,6 +32,9 @@ class RunConfig:
     # One intra-op thread: these models are small, and spinning OpenMP threads on a shared
     # 2-core machine made training several times slower than a single thread.
     torch_threads: int = 1
+    # Variants (x seeds) run at once in worker processes, in-process runtime only. Each
+    # (variant, seed) is independent and seeded, so results do not depend on it.
+    jobs: int = 1
     ray_address: str | None = None
     placement: dict[str, str] = field(default_factory=dict)  # party -> custom resource
 
@@ -50,6 +53,13 @@ class RunConfig:
             raise ConfigError("at least one seed is needed (--seed N or --seeds N [N ...])")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"--seeds must be distinct, got {self.seeds}")
+        if self.jobs < 1:
+            raise ConfigError(f"--jobs must be >= 1, got {self.jobs}")
+        if self.jobs > 1 and self.runtime != "inproc":
+            raise ConfigError(
+                f"--jobs {self.jobs} runs variants in parallel on the inproc runtime only; the {self.runtime} "
+                "runtime already places parties in their own processes: drop --jobs or use --runtime inproc"
+            )
 
     def run_dict(self, seed: int) -> dict[str, Any]:
         """The part of the config a party needs to rebuild its data for one seed."""

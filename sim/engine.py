@@ -41,6 +41,18 @@ class Keys:
             registry.add(n, ident.public_bytes())
         return cls(identities, registry)
 
+    def to_json(self) -> dict[str, Any]:
+        """The key material as plain strings, to hand to this run's worker processes."""
+        return {
+            "identities": {n: ident.private_bytes().hex() for n, ident in self.identities.items()},
+            "registry": self.registry.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> "Keys":
+        identities = {n: Identity.from_private_bytes(bytes.fromhex(h), name=n) for n, h in obj["identities"].items()}
+        return cls(identities, Registry.from_json(obj["registry"]))
+
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.registry.save(directory / "registry.json")
@@ -142,6 +154,15 @@ def run_variant(
     )
 
 
+def save_intercepted(run: VariantRun, scenario: Scenario, w, directory: Path) -> None:
+    """What each eavesdropper of one run captured, under directory/<variant>/seed<N>/<threat>/."""
+    users = w.dataset.users.copy()
+    users.insert(0, "public", False)
+    users.loc[users.index.isin(w.public), "public"] = True
+    for threat, eaves in run.eavesdroppers.items():
+        eaves.save(directory / run.variant.name / f"seed{run.seed}" / threat, users=users, kinds=scenario.intercepted_kinds)
+
+
 def select_variants(scenario: Scenario, config: RunConfig) -> list[Variant]:
     all_variants = scenario.variants(config.quick)
     if config.variants is None:
@@ -176,9 +197,15 @@ def run_experiment(
     on_variant_done: Callable[[VariantRun], None] | None = None,
     progress: Callable[[str], None] | None = None,
     result: ExperimentResult | None = None,
+    intercepted_dir: Path | None = None,
 ) -> ExperimentResult:
     """All seeds x variants, appended to `result` as they finish, so that a caller who
-    passed `result` keeps what finished when a later variant fails (the error re-raises)."""
+    passed `result` keeps what finished when a later variant fails (the error re-raises).
+
+    With `config.jobs > 1` the (seed, variant) runs are spread over worker processes; each
+    worker writes its eavesdroppers' captures to `intercepted_dir` (if given; otherwise they
+    are dropped) and sends back plain data, so those runs carry no eavesdropper objects.
+    Runs are listed in (seed, variant) order either way."""
     config.validate()
     scenario = get_scenario(config.scenario)
     variants = select_variants(scenario, config)
@@ -186,6 +213,10 @@ def run_experiment(
         keys = Keys.generate()
     if result is None:
         result = ExperimentResult(config=config, scenario=scenario)
+    if config.jobs > 1:
+        from .parallel import run_parallel
+
+        return run_parallel(config, scenario, variants, keys, result, on_variant_done, progress, intercepted_dir)
     import torch
 
     torch.set_num_threads(max(1, int(config.torch_threads)))

@@ -10,7 +10,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from .engine import ExperimentResult, VariantRun, dump_json
+from .engine import ExperimentResult, VariantRun, dump_json, save_intercepted
 from .evaluate import ATTRIBUTES, mean_ci
 from .world import world
 
@@ -116,16 +116,10 @@ def write_metrics_csv(results: dict[str, Any], path: Path) -> None:
 
 
 def write_intercepted(result: ExperimentResult, directory: Path) -> None:
-    """What each eavesdropper captured, per variant and seed, decoded where it could."""
-    w = world(result.config.run_dict(result.config.seeds[0]))
-    users = w.dataset.users.copy()
-    users.insert(0, "public", False)
-    users.loc[users.index.isin(w.public), "public"] = True
+    """What each eavesdropper captured, per variant and seed, decoded where it could. Runs
+    made in worker processes (--jobs) were written there and hold no eavesdroppers."""
     for run in result.runs:
-        for threat, eaves in run.eavesdroppers.items():
-            eaves.save(
-                directory / run.variant.name / f"seed{run.seed}" / threat, users=users, kinds=result.scenario.intercepted_kinds
-            )
+        save_intercepted(run, result.scenario, world(result.config.run_dict(run.seed)), directory)
 
 
 def fmt(stat: dict[str, Any] | None, digits: int = 3) -> str:

@@ -3,6 +3,7 @@
 Examples:
   python -m sim.run --list
   python -m sim.run --scenario privnet
+  python -m sim.run --scenario privnet --seeds 0 1 2 --jobs 2
   python -m sim.run --scenario embeddings --seeds 0 1 2 --channel plaintext
   python -m sim.run --scenario embeddings --dataset ml-1m --data-dir ~/data/ml-1m
 """
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", help="join an existing Ray cluster (auto, ray://host:port, host:port)")
     p.add_argument("--placement", type=_kv, action="append", default=[], metavar="PARTY=RESOURCE", help="pin a party to nodes with a custom Ray resource")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process (default 1)")
+    p.add_argument("--jobs", type=int, default=1, help="run variants (x seeds) in N worker processes at once (inproc runtime; default 1)")
     p.add_argument("--out", default="runs", help="directory under which the run directory is created")
     p.add_argument("--quick", action="store_true", help="small and fast settings (tests, smoke runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars, no table")
@@ -88,6 +90,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         synthetic=dict(args.synthetic) or None,
         out=args.out,
         torch_threads=args.threads,
+        jobs=args.jobs,
         ray_address=args.ray_address,
         placement={k: str(v) for k, v in args.placement},
     )
@@ -171,7 +174,7 @@ def execute(config: RunConfig, *, quiet: bool = False) -> int:
                 print_summary(results)
             print(f"run directory: {run_dir}")
             return 0
-        run_experiment(config, keys=keys, on_variant_done=done, progress=progress, result=result)
+        run_experiment(config, keys=keys, on_variant_done=done, progress=progress, result=result, intercepted_dir=run_dir / "intercepted")
         status = 0
     except (RunError, DatasetError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
