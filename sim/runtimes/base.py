@@ -83,11 +83,13 @@ class Transcript:
     lines: list[dict[str, Any]] = field(default_factory=list)
     context: dict[str, Any] = field(default_factory=dict)  # e.g. seed, variant
 
-    def record(self, envelope: bytes, status: str, error: str | None = None) -> None:
-        try:
-            header = peek_header(envelope)
-        except ProtocolError as exc:
-            header = {"unparseable": str(exc.code)}
+    def record(self, envelope: bytes, status: str, error: str | None = None, header: dict[str, Any] | None = None) -> None:
+        """`header`: the envelope's peeked header when the caller already has it (saves a parse)."""
+        if header is None:
+            try:
+                header = peek_header(envelope)
+            except ProtocolError as exc:
+                header = {"unparseable": str(exc.code)}
         meta = header.get("meta") or {}
         line = {
             **self.context,
@@ -167,8 +169,10 @@ class Relay:
             self.messages += 1
             for tap in self.taps:
                 tap(envelope)
+            header = None
             try:
-                receiver = peek_header(envelope)["receiver"]
+                header = peek_header(envelope)
+                receiver = header["receiver"]
                 if receiver == COORDINATOR:
                     delivered, out = self.coordinator.receive(envelope)
                     inbox.extend(delivered)
@@ -176,12 +180,12 @@ class Relay:
                     out = self.runtime.call(receiver, envelope)
             except ProtocolError as exc:
                 # the receiver's state is unchanged; record the rejection and carry on
-                self.transcript.record(envelope, "rejected", f"{exc.code.value}: {exc.detail}")
+                self.transcript.record(envelope, "rejected", f"{exc.code.value}: {exc.detail}", header)
                 self.rejected += 1
                 if exc.code.value == "PEER_CUT_OFF" or self.rejected > self.max_rejected:
                     raise RunError(f"step {step!r}: the protocol cut off a peer after repeated rejections ({exc})") from exc
                 continue
-            self.transcript.record(envelope, "delivered")
+            self.transcript.record(envelope, "delivered", header=header)
             queue.extend(out)
         errors = [m for m in inbox if m.type == "error"]
         if errors:
