@@ -5,9 +5,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.cdrsim-installed
-# The main job: PrivNet, nine variants on two worker processes, ten epochs each (the paper's
+# The main job: PrivNet, nine variants on two worker processes, 15 epochs each (the paper's
 # budget is 50 with early stopping, ~11 min per seed on 2 cores; see README "PrivNet results").
-DEMO   ?= --scenario privnet --jobs 2 --set epochs=10
+DEMO   ?= --scenario privnet --jobs 2 --set epochs=15
 
 export FLWR_TELEMETRY_ENABLED = 0
 export FLWR_DISABLE_UPDATE_CHECK = 1
