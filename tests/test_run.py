@@ -158,3 +158,49 @@ def test_replayed_and_tampered_envelopes_are_rejected_recorded_and_harmless(synt
     runtime.stop()
     clean = run_experiment(config).runs[0]
     assert report.meta["utility"] == pytest.approx(clean.utility)
+
+
+def _spawned_workers() -> list[int]:
+    """Pids of this process's multiprocessing workers (not its resource tracker)."""
+    import os
+    from pathlib import Path
+
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and b"spawn_main" in cmdline:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_a_worker_that_dies_ends_the_run_with_a_clear_error(synthetic_config):
+    """--jobs: a worker killed mid-run gives a RunError naming the run, and no worker survives."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from sim.runtimes.base import RunError
+
+    config = synthetic_config("privnet", variants=["lambda=0", "lambda=1"], jobs=2, options={"epochs": 500, "patience": 500})
+    killed: list[int] = []
+
+    def kill_a_worker() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            workers = _spawned_workers()
+            if workers:
+                time.sleep(5)  # let it get into the run
+                os.kill(workers[0], signal.SIGKILL)
+                killed.append(workers[0])
+            time.sleep(0.2)
+
+    threading.Thread(target=kill_a_worker, daemon=True).start()
+    with pytest.raises(RunError, match="worker process died while running variant"):
+        run_experiment(config)
+    assert killed
+    assert _spawned_workers() == []
