@@ -3,8 +3,9 @@
 Each run is a whole transfer (both parties, the relay and the eavesdroppers) inside one worker,
 exactly as the in-process runtime does it: parties still talk only through protocol envelopes.
 A worker writes what its eavesdroppers captured to the run's `intercepted/` folder and returns
-the run's figures as plain data (numbers, strings, lists, arrays); the coordinator never
-receives party objects or envelopes from a worker. Workers start with `spawn` (no forked torch
+the run's figures as plain data (numbers, strings, lists, arrays) over the executor's own
+pipe, between the coordinator and its workers: no party message travels that way, and no
+party object or envelope comes back. Workers start with `spawn` (no forked torch
 or OpenMP state) and keep one intra-op thread each, so N jobs use N cores.
 """
 
