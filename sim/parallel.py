@@ -81,9 +81,10 @@ def run_parallel(
 ) -> ExperimentResult:
     tasks = [(seed, variant) for seed in config.seeds for variant in variants]
     done: dict[int, VariantRun] = {}
-    context = multiprocessing.get_context("spawn")
+    workers = min(config.jobs, len(tasks))
     pool = ProcessPoolExecutor(
-        max_workers=min(config.jobs, len(tasks)), mp_context=context, initializer=_init_worker, initargs=(config.torch_threads,)
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker, initargs=(config.torch_threads,),
     )
     futures: dict[Future, int] = {}
     try:
@@ -94,7 +95,7 @@ def run_parallel(
             )
             futures[future] = i
         if progress:
-            progress(f"{len(tasks)} runs on {min(config.jobs, len(tasks))} workers")
+            progress(f"{len(tasks)} runs on {workers} workers")
         pending = set(futures)
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -115,10 +116,9 @@ def run_parallel(
                     on_variant_done(done[i])
     except BaseException as exc:
         result.error = f"{type(exc).__name__}: {exc}"
-        pool.shutdown(wait=True, cancel_futures=True)
         raise
     finally:
-        # Keep what finished, in (seed, variant) order like a sequential run.
-        result.runs.extend(done[i] for i in sorted(done))
+        # Queued runs are cancelled; what finished is kept, in (seed, variant) order.
         pool.shutdown(wait=True, cancel_futures=True)
+        result.runs.extend(done[i] for i in sorted(done))
     return result

@@ -180,7 +180,7 @@ class Relay:
                     out = self.runtime.call(receiver, envelope)
             except ProtocolError as exc:
                 # the receiver's state is unchanged; record the rejection and carry on
-                self.transcript.record(envelope, "rejected", f"{exc.code.value}: {exc.detail}", header)
+                self.transcript.record(envelope, "rejected", f"{exc.code.value}: {exc.detail}", header=header)
                 self.rejected += 1
                 if exc.code.value == "PEER_CUT_OFF" or self.rejected > self.max_rejected:
                     raise RunError(f"step {step!r}: the protocol cut off a peer after repeated rejections ({exc})") from exc
