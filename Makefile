@@ -13,7 +13,7 @@ export FLWR_TELEMETRY_ENABLED = 0
 export FLWR_DISABLE_UPDATE_CHECK = 1
 export RAY_ENABLE_UV_RUN_RUNTIME_ENV = 0
 
-.PHONY: demo test test-fast bench install clean
+.PHONY: demo lint test test-fast bench install clean
 
 install: $(STAMP)
 
@@ -30,7 +30,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m sim.run $(DEMO)
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)

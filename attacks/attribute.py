@@ -154,9 +154,7 @@ class AttributeResult:
         )
 
 
-def _encode_labels(
-    y_train: np.ndarray, y_test: np.ndarray, n_classes: int | None
-) -> tuple[np.ndarray, np.ndarray, int, list]:
+def _encode_labels(y_train: np.ndarray, y_test: np.ndarray, n_classes: int | None) -> tuple[np.ndarray, np.ndarray, int, list]:
     y_train, y_test = np.asarray(y_train).reshape(-1), np.asarray(y_test).reshape(-1)
     if n_classes is not None:
         for what, y in (("y_train", y_train), ("y_test", y_test)):

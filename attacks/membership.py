@@ -108,8 +108,7 @@ def membership_inference(
     yte = np.asarray(member_test).reshape(-1).astype(bool)
     if Xtr.shape[0] != ytr.size or Xte.shape[0] != yte.size:
         raise ValueError(
-            f"features and membership labels differ in length: train {Xtr.shape[0]} vs {ytr.size}, "
-            f"test {Xte.shape[0]} vs {yte.size}"
+            f"features and membership labels differ in length: train {Xtr.shape[0]} vs {ytr.size}, test {Xte.shape[0]} vs {yte.size}"
         )
     if Xtr.shape[1] != Xte.shape[1]:
         raise ValueError(f"features_train has {Xtr.shape[1]} columns but features_test has {Xte.shape[1]}")
@@ -154,9 +153,7 @@ def membership_inference(
     }
 
 
-def centroid_difference_features(
-    user_items: list[np.ndarray], recommended: np.ndarray, item_vectors: np.ndarray
-) -> np.ndarray:
+def centroid_difference_features(user_items: list[np.ndarray], recommended: np.ndarray, item_vectors: np.ndarray) -> np.ndarray:
     """Paper 004's per-user feature: the mean vector of the user's interacted items minus the
     rank-weighted mean vector of the user's top-k recommended items, rank j (1-based) weighted
     (k - j + 1) / sum_{j'} (k - j' + 1).
@@ -203,4 +200,3 @@ def centroid_difference_features(
     rec_vectors = item_vectors[np.where(valid, recommended, 0)]  # [U, k, dim]
     rec_centroid = np.einsum("uk,ukd->ud", weights, rec_vectors)
     return (centroid - rec_centroid).astype(np.float32)
-

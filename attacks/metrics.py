@@ -117,9 +117,7 @@ def _check_membership(scores: np.ndarray, is_member: np.ndarray) -> tuple[np.nda
         raise ValueError("membership scores contain NaN or inf; give every user a finite score")
     n_pos = int(is_member.sum())
     if n_pos == 0 or n_pos == is_member.size:
-        raise ValueError(
-            f"membership evaluation needs both members and non-members, got {n_pos} members of {is_member.size}"
-        )
+        raise ValueError(f"membership evaluation needs both members and non-members, got {n_pos} members of {is_member.size}")
     return scores, is_member
 
 

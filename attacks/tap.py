@@ -422,9 +422,7 @@ class Eavesdropper:
         )
 
     # ------------------------------------------------------------------ saving
-    def save(
-        self, directory: Path | str, users: pd.DataFrame | None = None, kinds: Iterable[str] | None = None
-    ) -> list[Path]:
+    def save(self, directory: Path | str, users: pd.DataFrame | None = None, kinds: Iterable[str] | None = None) -> list[Path]:
         """Write what was captured into `directory` (created if needed; a run passes its
         `intercepted/` folder):
 
@@ -485,8 +483,12 @@ class Eavesdropper:
                     "decoded": r.message is not None,
                     "error": r.error,
                     "header": r.header,
-                    "artifact": (dict(r.message.meta).get("artifact") if r.message is not None and _text(r.message.type) == ARTIFACT_TYPE else None),
-                    "chunk": (dict(r.message.meta).get("chunk") if r.message is not None and _text(r.message.type) == ARTIFACT_TYPE else None),
+                    "artifact": (
+                        dict(r.message.meta).get("artifact") if r.message is not None and _text(r.message.type) == ARTIFACT_TYPE else None
+                    ),
+                    "chunk": (
+                        dict(r.message.meta).get("chunk") if r.message is not None and _text(r.message.type) == ARTIFACT_TYPE else None
+                    ),
                 }
                 for r in self.intercepts
             ],
@@ -497,9 +499,7 @@ class Eavesdropper:
 
 
 def _users_table(artifacts: Mapping[str, Artifact], users: pd.DataFrame | None) -> pd.DataFrame:
-    seen = (
-        np.unique(np.concatenate([a.user_ids for a in artifacts.values()])) if artifacts else np.zeros(0, dtype=np.int64)
-    )
+    seen = np.unique(np.concatenate([a.user_ids for a in artifacts.values()])) if artifacts else np.zeros(0, dtype=np.int64)
     table = pd.DataFrame({"user_id": seen.astype(np.int64), "intercepted": True})
     if users is None:
         return table

@@ -63,13 +63,35 @@ def child(runtime: str, args: argparse.Namespace, out: Path) -> None:
 
 
 def run_once(runtime: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    argv = [sys.executable, str(Path(__file__).resolve()), "--child", runtime, "--out", str(out),
-            "--scenario", args.scenario, "--channel", args.channel, "--n-users", str(args.n_users),
-            "--n-items", str(args.n_items), "--threads", str(args.threads), "--ping", str(args.ping)]
+    argv = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        runtime,
+        "--out",
+        str(out),
+        "--scenario",
+        args.scenario,
+        "--channel",
+        args.channel,
+        "--n-users",
+        str(args.n_users),
+        "--n-items",
+        str(args.n_items),
+        "--threads",
+        str(args.threads),
+        "--ping",
+        str(args.ping),
+    ]
     if args.variants:
         argv += ["--variants", *args.variants]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+        "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+    }
     started = time.perf_counter()
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -94,8 +116,11 @@ def run_once(runtime: str, args: argparse.Namespace, out: Path) -> dict[str, Any
         startup_seconds=timing["flower_startup_seconds"],
         nodes_seconds=timing["flower_nodes_seconds"],
         fixed_seconds=wall - engine - timing.get("flower_ping_seconds", 0.0),
-        other_fixed_seconds=wall - engine - timing.get("flower_ping_seconds", 0.0)
-        - timing["flower_startup_seconds"] - timing["flower_nodes_seconds"],  # imports, outputs, tear-down
+        other_fixed_seconds=wall
+        - engine
+        - timing.get("flower_ping_seconds", 0.0)
+        - timing["flower_startup_seconds"]
+        - timing["flower_nodes_seconds"],  # imports, outputs, tear-down
         round_trips=int(timing["flower_round_trips"]),
         batched_envelopes=int(timing["flower_batched"]),
         replayed_envelopes=int(timing["flower_replayed"]),

@@ -43,8 +43,18 @@ def run_mode(mode: str, epochs: int, steps: int, channel: str) -> dict:
     if mode == "plain":
         labels = w.attributes.restricted_to(w.public).as_dict()
         train_privnet_joint(
-            w.split.source, w.split.target, labels, lam=1.0, epochs=epochs, batch_size=batch, lr=opts["lr"],
-            seed=0, patience=50, dim=opts["dim"], hidden=tuple(opts["hidden"]), adv_hidden=tuple(opts["adv_hidden"]),
+            w.split.source,
+            w.split.target,
+            labels,
+            lam=1.0,
+            epochs=epochs,
+            batch_size=batch,
+            lr=opts["lr"],
+            seed=0,
+            patience=50,
+            dim=opts["dim"],
+            hidden=tuple(opts["hidden"]),
+            adv_hidden=tuple(opts["adv_hidden"]),
             max_steps_per_epoch=steps,
         )
         messages = 0
@@ -84,7 +94,10 @@ def main() -> None:
         for mode, channel in (("plain", "plaintext"), ("parties", "plaintext"), ("parties", "secure")):
             out = subprocess.run(
                 [sys.executable, __file__, "--mode", mode, "--channel", channel, "--epochs", str(args.epochs), "--steps", str(args.steps)],
-                check=True, capture_output=True, text=True, cwd=ROOT,
+                check=True,
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
             )
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     by_mode: dict[str, list[dict]] = {}
@@ -100,17 +113,22 @@ def main() -> None:
         for m, rs in by_mode.items()
     }
     plain = summary["plain"]["examples_per_s"]
-    print(json.dumps({
-        "benchmark": "privnet_training_throughput",
-        "dataset": "ml-100k (release-year split), lambda=1, paper hyperparameters",
-        "epochs": args.epochs,
-        "steps_per_epoch": args.steps,
-        "summary": summary,
-        "throughput_ratio_parties_plaintext_over_plain": summary["parties-plaintext"]["examples_per_s"] / plain,
-        "throughput_ratio_parties_secure_over_plain": summary["parties-secure"]["examples_per_s"] / plain,
-        "runs": rows,
-        "note": "timings include one validation pass per epoch in both modes; medians over repeats",
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "privnet_training_throughput",
+                "dataset": "ml-100k (release-year split), lambda=1, paper hyperparameters",
+                "epochs": args.epochs,
+                "steps_per_epoch": args.steps,
+                "summary": summary,
+                "throughput_ratio_parties_plaintext_over_plain": summary["parties-plaintext"]["examples_per_s"] / plain,
+                "throughput_ratio_parties_secure_over_plain": summary["parties-secure"]["examples_per_s"] / plain,
+                "runs": rows,
+                "note": "timings include one validation pass per epoch in both modes; medians over repeats",
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

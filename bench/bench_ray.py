@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             same = same and want == [tuple(line[k] for k in keys) for line in lines_ray]
             same = same and want == [tuple(line[k] for k in keys) for line in lines_reuse]
         envelopes = len(lines_in)
-        wire_bytes = sum(l["size"] for l in lines_in)
+        wire_bytes = sum(line["size"] for line in lines_in)
         scenario = {
             "scenario": "embeddings",
             "dataset": args.dataset,

@@ -18,7 +18,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from models.bprmf import train_bprmf  # noqa: E402
@@ -64,16 +63,21 @@ def main() -> None:
     for _ in range(args.repeats):
         rows.append({"direct_s": direct(plain), "inproc_plaintext_s": through_parties(plain), "inproc_secure_s": through_parties(secure)})
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-    print(json.dumps({
-        "benchmark": "inproc_runtime_overhead",
-        "scenario": "embeddings/transfer on ml-100k" + (" (quick)" if args.quick else ""),
-        "repeats": args.repeats,
-        "median_seconds": med,
-        "ratio_plaintext_over_direct": med["inproc_plaintext_s"] / med["direct_s"],
-        "ratio_secure_over_direct": med["inproc_secure_s"] / med["direct_s"],
-        "runs": rows,
-        "note": "ratios of medians; each repeat runs the three modes back to back under the same load",
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "inproc_runtime_overhead",
+                "scenario": "embeddings/transfer on ml-100k" + (" (quick)" if args.quick else ""),
+                "repeats": args.repeats,
+                "median_seconds": med,
+                "ratio_plaintext_over_direct": med["inproc_plaintext_s"] / med["direct_s"],
+                "ratio_secure_over_direct": med["inproc_secure_s"] / med["direct_s"],
+                "runs": rows,
+                "note": "ratios of medians; each repeat runs the three modes back to back under the same load",
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -172,8 +172,9 @@ def train_bprmf(
             bi, bj = model.item_bias[i], model.item_bias[j]
             diff = (p * (qi - qj)).sum(-1) + bi - bj
             loss = -F.logsigmoid(diff).mean()
-            reg = (model.user_emb[u].square().sum() + qi.square().sum() + qj.square().sum()
-                   + bi.square().sum() + bj.square().sum()) / idx.size
+            reg = (
+                model.user_emb[u].square().sum() + qi.square().sum() + qj.square().sum() + bi.square().sum() + bj.square().sum()
+            ) / idx.size
             if model.feature_map is not None:
                 reg = reg + model.feature_map.square().sum() * (idx.size / users_all.shape[0])
             opt.zero_grad(set_to_none=True)

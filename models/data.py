@@ -92,7 +92,7 @@ class UserAttributes:
         """Users whose attributes this holder knows."""
         return np.flatnonzero(self.gender >= 0)
 
-    def restricted_to(self, users: np.ndarray) -> "UserAttributes":
+    def restricted_to(self, users: np.ndarray) -> UserAttributes:
         """A copy in which only `users` keep their labels (the public users)."""
         keep = np.zeros(self.gender.shape[0], dtype=bool)
         keep[users] = True

@@ -409,8 +409,10 @@ def score_candidates(
     candidates = np.asarray(candidates, dtype=np.int64)
     u, c = candidates.shape
     if hist.shape[0] != u or (x_trans is not None and np.asarray(x_trans).shape[0] != u):
-        raise ValueError(f"hist, candidates and x_trans need the same number of rows; got {hist.shape[0]}, {u}, "
-                         f"{None if x_trans is None else np.asarray(x_trans).shape[0]}")
+        raise ValueError(
+            f"hist, candidates and x_trans need the same number of rows; got {hist.shape[0]}, {u}, "
+            f"{None if x_trans is None else np.asarray(x_trans).shape[0]}"
+        )
     was_training = target.training
     target.eval()
     out = np.empty((u, c), dtype=np.float32)
@@ -761,16 +763,30 @@ def train_privnet_joint(
             for _ in range(adv_steps):
                 pub = pub_stream.next_batch()
                 if pub.size:
-                    sums["loss_adv"] += adversary_step(
-                        source, adversary, opt_a, q_hist_all[pub], q_cand_all[pub], {k: v[pub] for k, v in labels.items()}, clip
-                    ) / adv_steps
+                    sums["loss_adv"] += (
+                        adversary_step(
+                            source, adversary, opt_a, q_hist_all[pub], q_cand_all[pub], {k: v[pub] for k, v in labels.items()}, clip
+                        )
+                        / adv_steps
+                    )
             tb, sb = t_stream.next_batch(), s_stream.next_batch()
             users_b, inv = np.unique(tb.users, return_inverse=True)
             q_labels = {k: v[users_b] for k, v in labels.items()}
             if single_graph:
                 out = recommender_step_joint(
-                    source, target, adversary, opt_s, opt_t, tb, sb,
-                    q_hist_all[users_b], q_cand_all[users_b], inv, q_labels, lam, clip,
+                    source,
+                    target,
+                    adversary,
+                    opt_s,
+                    opt_t,
+                    tb,
+                    sb,
+                    q_hist_all[users_b],
+                    q_cand_all[users_b],
+                    inv,
+                    q_labels,
+                    lam,
+                    clip,
                 )
             else:
                 x, x_live = transfer_for_step(source, q_hist_all[users_b], q_cand_all[users_b])

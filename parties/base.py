@@ -45,11 +45,7 @@ class ChannelConfig:
     limits: Limits = field(default_factory=Limits)
 
     def endpoint(self, name: str) -> Endpoint:
-        identity = (
-            Identity.from_private_bytes(self.identity_private, name=name)
-            if self.identity_private is not None
-            else None
-        )
+        identity = Identity.from_private_bytes(self.identity_private, name=name) if self.identity_private is not None else None
         registry = Registry.from_json(self.registry_json) if self.registry_json else None
         return Endpoint(
             name,

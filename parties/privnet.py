@@ -47,8 +47,8 @@ from models.privnet import (
     source_step,
     source_transfer,
     target_step,
-    transfer_for_step,
     train_privnet_target_only,
+    transfer_for_step,
     user_query,
 )
 from models.training import EarlyStopping, adam, numpy_rng, restore, snapshot
@@ -128,15 +128,29 @@ class PrivNetSourceParty(SourceParty):
         for _ in range(self.adv_steps):
             pub = self.pub_stream.next_batch()
             if pub.size:
-                self.losses["adv"] += adversary_step(
-                    self.net, self.adversary, self.opt_adv, self.q_hist[pub], self.q_cand[pub],
-                    {k: v[pub] for k, v in self.labels.items()}, self.clip,
-                ) / self.adv_steps
+                self.losses["adv"] += (
+                    adversary_step(
+                        self.net,
+                        self.adversary,
+                        self.opt_adv,
+                        self.q_hist[pub],
+                        self.q_cand[pub],
+                        {k: v[pub] for k, v in self.labels.items()},
+                        self.clip,
+                    )
+                    / self.adv_steps
+                )
         x, x_live = transfer_for_step(self.net, self.q_hist[users], self.q_cand[users])
         self.pending[step] = (users, x_live)
         return artifact_chunks(
-            sender=self.name, receiver=msg.sender, name=f"{BATCH_KIND}@{step}", kind=BATCH_KIND,
-            user_ids=users, arrays={"x_trans": x}, meta={"step": step}, round=msg.round,
+            sender=self.name,
+            receiver=msg.sender,
+            name=f"{BATCH_KIND}@{step}",
+            kind=BATCH_KIND,
+            user_ids=users,
+            arrays={"x_trans": x},
+            meta={"step": step},
+            round=msg.round,
         )
 
     def on_gradient(self, msg: Message) -> Iterable[Message]:
@@ -149,8 +163,15 @@ class PrivNetSourceParty(SourceParty):
         if grad.shape != (users.size, self.net.trans_dim):
             raise ValueError(f"gradient for step {step} has shape {grad.shape}, expected {(users.size, self.net.trans_dim)}")
         out = source_step(
-            self.net, self.adversary, self.opt, self.s_stream.next_batch(),
-            x_live, {k: v[users] for k, v in self.labels.items()}, grad, self.lam, self.clip,
+            self.net,
+            self.adversary,
+            self.opt,
+            self.s_stream.next_batch(),
+            x_live,
+            {k: v[users] for k, v in self.labels.items()},
+            grad,
+            self.lam,
+            self.clip,
         )
         self.losses["S"] += out["loss_S"]
         self.losses["steps"] += 1
@@ -161,9 +182,14 @@ class PrivNetSourceParty(SourceParty):
         purpose = str(msg.meta.get("purpose", "test"))
         name = RELEASED if purpose == "test" else f"{RELEASED}@{int(msg.meta.get('epoch', 0))}"
         return artifact_chunks(
-            sender=self.name, receiver=msg.sender, name=name, kind=REPRESENTATION_KIND,
-            user_ids=np.arange(self.data.n_users, dtype=np.int64), arrays={"x_trans": x},
-            meta={"purpose": purpose, "lam": self.lam, "defense": self.defense_info["defense"]}, round=msg.round,
+            sender=self.name,
+            receiver=msg.sender,
+            name=name,
+            kind=REPRESENTATION_KIND,
+            user_ids=np.arange(self.data.n_users, dtype=np.int64),
+            arrays={"x_trans": x},
+            meta={"purpose": purpose, "lam": self.lam, "defense": self.defense_info["defense"]},
+            round=msg.round,
         )
 
     def op_checkpoint(self, msg: Message) -> Iterable[Message]:
@@ -189,7 +215,10 @@ class PrivNetTargetParty(TargetParty):
         self.net = PrivNetTarget(self.data.n_items, net["dim"], net["hidden"], trans_dim=net["hidden"][0], seed=seed)
         self.opt = adam(self.net.parameters(), float(cfg.get("lr", 5e-4)))
         self.stream = ExampleStream(
-            self.data.histories(), self.data.n_items, self.window, int(cfg.get("batch_size", 128)),
+            self.data.histories(),
+            self.data.n_items,
+            self.window,
+            int(cfg.get("batch_size", 128)),
             numpy_rng(seed, STREAM_TARGET_EXAMPLES),
         )
         self.steps = self.stream.steps_per_epoch if self.max_steps is None else min(self.stream.steps_per_epoch, int(self.max_steps))
@@ -212,12 +241,23 @@ class PrivNetTargetParty(TargetParty):
 
     def _next_request(self, round: int) -> Message:
         if self.step >= self.steps:
-            return Message(type="request", sender=self.name, receiver="source", round=round,
-                           meta={"op": "release", "purpose": "valid", "epoch": self.epoch})
+            return Message(
+                type="request",
+                sender=self.name,
+                receiver="source",
+                round=round,
+                meta={"op": "release", "purpose": "valid", "epoch": self.epoch},
+            )
         self.batch = self.stream.next_batch()
         users, self.inverse = np.unique(self.batch.users, return_inverse=True)
-        return Message(type="request", sender=self.name, receiver="source", round=round,
-                       arrays={"user_ids": users.astype(np.int64)}, meta={"op": "transfer", "step": self.step})
+        return Message(
+            type="request",
+            sender=self.name,
+            receiver="source",
+            round=round,
+            arrays={"user_ids": users.astype(np.int64)},
+            meta={"op": "transfer", "step": self.step},
+        )
 
     def absorbed(self, name, arrays, meta, last: Message) -> Iterable[Message]:
         kind = last.meta.get("kind")
@@ -228,8 +268,14 @@ class PrivNetTargetParty(TargetParty):
                 raise ValueError(f"x_trans for step {step} arrived while the target is at step {self.step}")
             loss, grad = target_step(self.net, self.opt, self.batch, arrays["x_trans"], self.inverse, self.clip)
             self.loss_sum += loss
-            grad_msg = Message(type="gradient", sender=self.name, receiver="source", round=last.round,
-                               arrays={"user_ids": arrays["user_ids"], "grad": grad.astype(np.float32)}, meta={"step": step})
+            grad_msg = Message(
+                type="gradient",
+                sender=self.name,
+                receiver="source",
+                round=last.round,
+                arrays={"user_ids": arrays["user_ids"], "grad": grad.astype(np.float32)},
+                meta={"step": step},
+            )
             self.step += 1
             self.batch = None
             return [grad_msg, self._next_request(last.round)]
@@ -241,8 +287,15 @@ class PrivNetTargetParty(TargetParty):
             row = {"epoch": self.epoch, "loss_T": self.loss_sum / max(1, self.steps), **{f"valid_{k}": v for k, v in valid.items()}}
             self.history.append(row)
             stop = self.stopper.should_stop or self.epoch >= self.epochs
-            return [Message(type="report", sender=self.name, receiver=COORDINATOR, round=last.round,
-                            meta={"op": "epoch", "epoch": self.epoch, "valid": valid, "improved": improved, "stop": stop})]
+            return [
+                Message(
+                    type="report",
+                    sender=self.name,
+                    receiver=COORDINATOR,
+                    round=last.round,
+                    meta={"op": "epoch", "epoch": self.epoch, "valid": valid, "improved": improved, "stop": stop},
+                )
+            ]
         if kind == REPRESENTATION_KIND and meta.get("purpose") == "test":
             x_all = self.per_user_artifact(name, "x_trans")
             _, _, scores = evaluate_privnet(self.net, self.data, x_all, "test", self.window)
@@ -250,24 +303,44 @@ class PrivNetTargetParty(TargetParty):
         raise ValueError(f"unexpected artifact {name!r} of kind {kind!r}")
 
     def _fit_details(self) -> dict:
-        return {"best_epoch": self.stopper.best_epoch, "best_valid": self.stopper.best_metrics,
-                "epochs_run": self.epoch, "history": self.history}
+        return {
+            "best_epoch": self.stopper.best_epoch,
+            "best_valid": self.stopper.best_metrics,
+            "epochs_run": self.epoch,
+            "history": self.history,
+        }
 
     def op_test(self, msg: Message) -> Iterable[Message]:
         self.stopper.restore_best({"target": self.net})
         self.net.eval()
         self._test_request = msg
-        return [Message(type="request", sender=self.name, receiver="source", round=msg.round,
-                        meta={"op": "release", "purpose": "test"})]
+        return [Message(type="request", sender=self.name, receiver="source", round=msg.round, meta={"op": "release", "purpose": "test"})]
 
     def op_fit_alone(self, msg: Message) -> Iterable[Message]:
         """Target-only: the same target network trained without any transfer (utility floor)."""
         cfg = self.config
         net, report = train_privnet_target_only(
-            self.data, epochs=self.epochs, batch_size=int(cfg.get("batch_size", 128)), lr=float(cfg.get("lr", 5e-4)),
-            clip=self.clip, seed=self.seed, patience=int(cfg.get("patience", 5)), window=self.window,
-            max_steps_per_epoch=None if self.max_steps is None else int(self.max_steps), **_net_options(cfg),
+            self.data,
+            epochs=self.epochs,
+            batch_size=int(cfg.get("batch_size", 128)),
+            lr=float(cfg.get("lr", 5e-4)),
+            clip=self.clip,
+            seed=self.seed,
+            patience=int(cfg.get("patience", 5)),
+            window=self.window,
+            max_steps_per_epoch=None if self.max_steps is None else int(self.max_steps),
+            **_net_options(cfg),
         )
         _, _, scores = evaluate_privnet(net, self.data, None, "test", self.window)
-        return [self.utility_report(msg, scores, {"best_epoch": report.best_epoch, "best_valid": report.best_valid,
-                                                  "epochs_run": report.epochs_run, "history": report.history})]
+        return [
+            self.utility_report(
+                msg,
+                scores,
+                {
+                    "best_epoch": report.best_epoch,
+                    "best_valid": report.best_valid,
+                    "epochs_run": report.epochs_run,
+                    "history": report.history,
+                },
+            )
+        ]

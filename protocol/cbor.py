@@ -72,8 +72,7 @@ def loads(data: bytes, *, what: str = "header") -> Any:
             ) from None
         raise ProtocolError(
             ErrorCode.MALFORMED_HEADER,
-            f"the {what} is not valid CBOR for protocol v1 ({type(exc).__name__}: {exc}); "
-            "use definite-length canonical CBOR without tags",
+            f"the {what} is not valid CBOR for protocol v1 ({type(exc).__name__}: {exc}); use definite-length canonical CBOR without tags",
         ) from None
     problem = _check_value(obj, 0)
     if problem:
@@ -133,9 +132,7 @@ def normalize_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def _normalize(value: Any, depth: int, path: str) -> Any:
     if depth > MAX_META_DEPTH:
-        raise ProtocolError(
-            ErrorCode.MALFORMED_HEADER, f"{path}: meta is nested deeper than {MAX_META_DEPTH} levels; flatten it"
-        )
+        raise ProtocolError(ErrorCode.MALFORMED_HEADER, f"{path}: meta is nested deeper than {MAX_META_DEPTH} levels; flatten it")
     if isinstance(value, np.generic):  # numpy scalar -> the equivalent Python scalar
         value = value.item()
     if value is None or isinstance(value, bool):
@@ -144,9 +141,7 @@ def _normalize(value: Any, depth: int, path: str) -> Any:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise ProtocolError(
-                ErrorCode.MALFORMED_HEADER, f"{path}: text is not valid Unicode (lone surrogate); fix the string"
-            ) from None
+            raise ProtocolError(ErrorCode.MALFORMED_HEADER, f"{path}: text is not valid Unicode (lone surrogate); fix the string") from None
         return str(value)
     if isinstance(value, int):
         if not (_INT_MIN <= value <= U64_MAX):
@@ -160,16 +155,12 @@ def _normalize(value: Any, depth: int, path: str) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     if isinstance(value, np.ndarray):
-        raise ProtocolError(
-            ErrorCode.MALFORMED_HEADER, f"{path}: numpy arrays do not go in meta; put them in Message.arrays"
-        )
+        raise ProtocolError(ErrorCode.MALFORMED_HEADER, f"{path}: numpy arrays do not go in meta; put them in Message.arrays")
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for key, item in value.items():
             if not isinstance(key, str):
-                raise ProtocolError(
-                    ErrorCode.MALFORMED_HEADER, f"{path}: meta keys must be str, got {type(key).__name__} {key!r}"
-                )
+                raise ProtocolError(ErrorCode.MALFORMED_HEADER, f"{path}: meta keys must be str, got {type(key).__name__} {key!r}")
             out[_normalize(key, depth, path)] = _normalize(item, depth + 1, f"{path}.{key}")
         return out
     if isinstance(value, (list, tuple)):

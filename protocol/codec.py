@@ -88,20 +88,15 @@ def parse_frame(data: bytes | bytearray | memoryview, limits: Limits = _DEFAULT_
             "split the payload into smaller messages or raise the limit",
         )
     if flags & ~KNOWN_FLAGS:
-        raise ProtocolError(
-            ErrorCode.MALFORMED_HEADER, f"unknown flag bits 0x{flags & ~KNOWN_FLAGS:02x} are set; v1 defines only 0x01"
-        )
+        raise ProtocolError(ErrorCode.MALFORMED_HEADER, f"unknown flag bits 0x{flags & ~KNOWN_FLAGS:02x} are set; v1 defines only 0x01")
     if header_len > limits.max_header_bytes:
         raise ProtocolError(
             ErrorCode.OVERSIZED,
-            f"header of {header_len} bytes exceeds Limits.max_header_bytes={limits.max_header_bytes}; "
-            "move bulky meta into arrays",
+            f"header of {header_len} bytes exceeds Limits.max_header_bytes={limits.max_header_bytes}; move bulky meta into arrays",
         )
     body_offset = PREFIX_LEN + header_len
     if n < body_offset:
-        raise ProtocolError(
-            ErrorCode.TRUNCATED, f"envelope ends inside the header ({n} bytes, header needs {body_offset})"
-        )
+        raise ProtocolError(ErrorCode.TRUNCATED, f"envelope ends inside the header ({n} bytes, header needs {body_offset})")
     header = cbor.loads(view[PREFIX_LEN:body_offset], what="header")
     _check_header(header, flags, limits)
     total = body_offset + header["body_length"]
@@ -112,9 +107,7 @@ def parse_frame(data: bytes | bytearray | memoryview, limits: Limits = _DEFAULT_
             f"Limits.max_envelope_bytes={limits.max_envelope_bytes}",
         )
     if n < total:
-        raise ProtocolError(
-            ErrorCode.TRUNCATED, f"envelope has {n} bytes but its header announces {total}; the body was cut short"
-        )
+        raise ProtocolError(ErrorCode.TRUNCATED, f"envelope has {n} bytes but its header announces {total}; the body was cut short")
     if n > total:
         raise ProtocolError(
             ErrorCode.MALFORMED_HEADER,
@@ -205,9 +198,7 @@ def check_message(msg: Message) -> None:
         raise TypeError(f"expected a protocol.Message, got {type(msg).__name__}")
     if msg.type not in APPLICATION_TYPES:
         if msg.type in HANDSHAKE_TYPES:
-            raise ProtocolError(
-                ErrorCode.UNKNOWN_MESSAGE_TYPE, f"{msg.type!r} is a handshake type; only an Endpoint produces those"
-            )
+            raise ProtocolError(ErrorCode.UNKNOWN_MESSAGE_TYPE, f"{msg.type!r} is a handshake type; only an Endpoint produces those")
         raise ProtocolError(
             ErrorCode.UNKNOWN_MESSAGE_TYPE,
             f"message type {msg.type!r} is unknown; use one of {', '.join(sorted(APPLICATION_TYPES))}",

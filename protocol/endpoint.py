@@ -299,9 +299,7 @@ class Endpoint:
         seq = send.seq + 1
         if seq > U64_MAX:  # pragma: no cover - 2^64 messages
             raise ProtocolError(ErrorCode.STALE, "sequence numbers exhausted; rekey")
-        envelope = secure.seal(
-            msg, session_id=state.session_id, epoch=send.epoch, seq=seq, key=send.key, iv=send.iv, prepared=prepared
-        )
+        envelope = secure.seal(msg, session_id=state.session_id, epoch=send.epoch, seq=seq, key=send.key, iv=send.iv, prepared=prepared)
         return envelope, replace(state, send=replace(send, seq=seq))
 
     def _flush(self, state: PeerState) -> tuple[list[bytes], PeerState]:
@@ -394,8 +392,7 @@ class Endpoint:
             if h["epoch"] != state.recv.epoch + 1:
                 raise ProtocolError(
                     ErrorCode.WRONG_EPOCH,
-                    f"epoch {h['epoch']} is neither the current epoch {state.recv.epoch}, the previous one, "
-                    "nor the next one",
+                    f"epoch {h['epoch']} is neither the current epoch {state.recv.epoch}, the previous one, nor the next one",
                 )
             matched, advance = (RecvState(h["epoch"]), "recv"), True
         recv, slot = matched
@@ -425,9 +422,7 @@ class Endpoint:
         matched = self._match_epoch(state, h["epoch"])
         if matched is None:
             accepted = [r.epoch for r in (state.recv, state.recv_previous) if r is not None]
-            raise ProtocolError(
-                ErrorCode.WRONG_EPOCH, f"epoch {h['epoch']} from {sender!r} is not accepted now (accepted: {accepted})"
-            )
+            raise ProtocolError(ErrorCode.WRONG_EPOCH, f"epoch {h['epoch']} from {sender!r} is not accepted now (accepted: {accepted})")
         recv, slot = matched
         plain = secure.open_body(frame, key=recv.key, iv=recv.iv)
         self._check_window(recv, h["seq"], sender)
@@ -456,13 +451,9 @@ class Endpoint:
                         f"hs_init for epoch {epoch} of the current session; only epoch {state.send.epoch + 1} "
                         "(the next one) may be negotiated",
                     )
-                raise ProtocolError(
-                    ErrorCode.WRONG_SESSION, "hs_init for another session must start at epoch 0"
-                )
+                raise ProtocolError(ErrorCode.WRONG_SESSION, "hs_init for another session must start at epoch 0")
         elif epoch != 0:
-            raise ProtocolError(
-                ErrorCode.WRONG_EPOCH, f"hs_init for epoch {epoch} without a session; a new session starts at epoch 0"
-            )
+            raise ProtocolError(ErrorCode.WRONG_EPOCH, f"hs_init for epoch {epoch} without a session; a new session starts at epoch 0")
         payload, _, _ = secure.parse_handshake(frame)
         pending = state.pending
         if pending is not None and pending.role == "initiator" and pending.epoch == epoch:

@@ -38,9 +38,7 @@ class Identity:
         return self._key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
     def private_bytes(self) -> bytes:
-        return self._key.private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-        )
+        return self._key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
 
     def sign(self, data: bytes) -> bytes:
         return self._key.sign(data)
@@ -48,9 +46,7 @@ class Identity:
     def save(self, path: str | os.PathLike, *, format: str = "pem") -> None:
         """Write the private key (PKCS#8 PEM or 32 raw bytes) to a new file with mode 0600."""
         if format == "pem":
-            data = self._key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
+            data = self._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
         elif format == "raw":
             data = self.private_bytes()
         else:

@@ -30,8 +30,7 @@ def describe() -> dict[str, Any]:
         "plaintext_fields": sorted(wire.PLAINTEXT_FIELDS),
         "secure_fields": sorted(wire.SECURE_FIELDS),
         "handshake_payloads": {
-            t: {"fields": [list(f) for f in fields], "signed": signed}
-            for t, (fields, signed) in sorted(wire.HANDSHAKE_PAYLOADS.items())
+            t: {"fields": [list(f) for f in fields], "signed": signed} for t, (fields, signed) in sorted(wire.HANDSHAKE_PAYLOADS.items())
         },
         "dtypes": {name: [code, dt.str] for name, (code, dt) in wire.DTYPES.items()},  # order = layout rank
         "error_codes": [c.value for c in ErrorCode],

@@ -71,9 +71,7 @@ def x25519_shared(private: bytes, peer_public: bytes) -> bytes:
     try:
         return X25519PrivateKey.from_private_bytes(private).exchange(X25519PublicKey.from_public_bytes(peer_public))
     except ValueError as exc:  # all-zero output: the peer sent a low-order point
-        raise ProtocolError(
-            ErrorCode.HANDSHAKE_FAILED, f"the peer's ephemeral X25519 key is invalid or of low order ({exc})"
-        ) from None
+        raise ProtocolError(ErrorCode.HANDSHAKE_FAILED, f"the peer's ephemeral X25519 key is invalid or of low order ({exc})") from None
 
 
 def check_peer_ephemeral(peer_public: bytes) -> None:
@@ -83,9 +81,7 @@ def check_peer_ephemeral(peer_public: bytes) -> None:
 
 def x25519_public(private: bytes) -> bytes:
     return (
-        X25519PrivateKey.from_private_bytes(private)
-        .public_key()
-        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        X25519PrivateKey.from_private_bytes(private).public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     )
 
 
@@ -138,9 +134,7 @@ def prepare_inner(msg: Message) -> tuple[list[memoryview], int, Layout]:
     return segments, lay.size + len(trailer), lay
 
 
-def seal(
-    msg: Message, *, session_id: bytes, epoch: int, seq: int, key: bytes, iv: bytes, prepared: Any = None
-) -> bytes:
+def seal(msg: Message, *, session_id: bytes, epoch: int, seq: int, key: bytes, iv: bytes, prepared: Any = None) -> bytes:
     """A secure-suite envelope for `msg`: cleartext header, then the chunked AEAD body."""
     segments, plain_length, _ = prepared if prepared is not None else prepare_inner(msg)
     n_chunks = max(1, -(-plain_length // CHUNK_SIZE))
@@ -179,9 +173,7 @@ def open_body(frame: Frame, *, key: bytes, iv: bytes) -> bytearray:
     n_chunks = max(1, -(-total // step))
     last = total - (n_chunks - 1) * step
     if total < AEAD_TAG_LEN or last < AEAD_TAG_LEN or (n_chunks > 1 and last == AEAD_TAG_LEN):
-        raise ProtocolError(
-            ErrorCode.AUTH_FAILED, f"a {total}-byte body cannot be a sealed body (chunks of {CHUNK_SIZE} + 16-byte tags)"
-        )
+        raise ProtocolError(ErrorCode.AUTH_FAILED, f"a {total}-byte body cannot be a sealed body (chunks of {CHUNK_SIZE} + 16-byte tags)")
     plain = bytearray(total - n_chunks * AEAD_TAG_LEN)
     out = memoryview(plain)
     aad = frame.aad
@@ -279,9 +271,7 @@ def parse_handshake(frame: Frame) -> tuple[dict[str, Any], bytes, bytes]:
     except ProtocolError as exc:
         raise ProtocolError(ErrorCode.HANDSHAKE_FAILED, f"{mtype}: {exc.detail}") from None
     if type(payload) is not dict or set(payload) != {name for name, _ in fields}:
-        raise ProtocolError(
-            ErrorCode.HANDSHAKE_FAILED, f"{mtype}: payload must be a map with exactly {sorted(n for n, _ in fields)}"
-        )
+        raise ProtocolError(ErrorCode.HANDSHAKE_FAILED, f"{mtype}: payload must be a map with exactly {sorted(n for n, _ in fields)}")
     for name, kind in fields:
         value = payload[name]
         if kind == "bstr32":

@@ -47,8 +47,7 @@ def check_array_name(name: Any, *, code: ErrorCode = ErrorCode.MALFORMED_HEADER)
     if type(name) is not str or not name or len(name) > MAX_NAME_LEN or name == "__metadata__":
         raise ProtocolError(
             code,
-            f"array name {name!r} is not allowed: use a non-empty str of at most {MAX_NAME_LEN} "
-            "characters other than '__metadata__'",
+            f"array name {name!r} is not allowed: use a non-empty str of at most {MAX_NAME_LEN} characters other than '__metadata__'",
         )
     try:
         name.encode("utf-8")
@@ -91,9 +90,7 @@ def layout(entries: list[ManifestEntry] | tuple[ManifestEntry, ...]) -> Layout:
 def prepare_arrays(arrays: Mapping[str, Any]) -> tuple[Layout, list[memoryview]]:
     """Validate arrays for sending; return their layout and the body as a list of buffers."""
     if not isinstance(arrays, Mapping):
-        raise ProtocolError(
-            ErrorCode.MALFORMED_HEADER, f"arrays must be a mapping of name -> ndarray, got {type(arrays).__name__}"
-        )
+        raise ProtocolError(ErrorCode.MALFORMED_HEADER, f"arrays must be a mapping of name -> ndarray, got {type(arrays).__name__}")
     entries: list[ManifestEntry] = []
     data: dict[str, np.ndarray] = {}
     for name, value in arrays.items():
@@ -103,8 +100,7 @@ def prepare_arrays(arrays: Mapping[str, Any]) -> tuple[Layout, list[memoryview]]
         if dtype_name is None:
             raise ProtocolError(
                 ErrorCode.DISALLOWED_DTYPE,
-                f"array {name!r} has dtype {arr.dtype}; allowed: {', '.join(DTYPES)} "
-                "(convert it, e.g. with arr.astype(np.float32))",
+                f"array {name!r} has dtype {arr.dtype}; allowed: {', '.join(DTYPES)} (convert it, e.g. with arr.astype(np.float32))",
             )
         if arr.ndim > MAX_NDIM:
             raise ProtocolError(ErrorCode.MALFORMED_HEADER, f"array {name!r} has {arr.ndim} dimensions; at most {MAX_NDIM}")
@@ -175,8 +171,7 @@ def check_body(entries: list[ManifestEntry], body: memoryview) -> Layout:
     if list(lay.entries) != list(entries):
         raise ProtocolError(
             ErrorCode.MANIFEST_MISMATCH,
-            "manifest entries are not in body order (dtype rank, then name); list them in the "
-            "order safetensors stores them",
+            "manifest entries are not in body order (dtype rank, then name); list them in the order safetensors stores them",
         )
     if lay.size != len(body):
         raise ProtocolError(
@@ -200,10 +195,7 @@ def _explain_header_mismatch(lay: Layout, body: memoryview) -> str:
             if got is None:
                 return f"the safetensors body has no tensor {name!r} listed in the manifest"
             if got.get("dtype") != DTYPES[dtype][0] or list(got.get("shape", [])) != list(shape):
-                return (
-                    f"tensor {name!r}: the body says {got.get('dtype')} {got.get('shape')} but the manifest "
-                    f"says {dtype} {list(shape)}"
-                )
+                return f"tensor {name!r}: the body says {got.get('dtype')} {got.get('shape')} but the manifest says {dtype} {list(shape)}"
         extra = sorted(set(found) - {e[0] for e in lay.entries})
         if extra:
             return f"the safetensors body has tensors not in the manifest: {extra}"

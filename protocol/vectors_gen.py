@@ -42,7 +42,6 @@ from .message import Message
 from .schema import schema_hash
 from .secure import seal_frame
 from .wire import (
-    APPLICATION_TYPES,
     FLAG_ENCRYPTED_BODY,
     INNER_TRAILER,
     MAGIC,
@@ -567,8 +566,15 @@ def codec_vectors() -> dict[str, Any]:
         "meta with every value type (negative ints, floats, bytes, null, bool, nested maps and lists)",
         message=message_to_json(
             Message(
-                "report", "target", "coordinator", meta=every_meta,
-                session_id=sid, epoch=3, seq=2**64 - 1, round=2**32, reply_to=0,
+                "report",
+                "target",
+                "coordinator",
+                meta=every_meta,
+                session_id=sid,
+                epoch=3,
+                seq=2**64 - 1,
+                round=2**32,
+                reply_to=0,
             )
         ),
     )
@@ -590,8 +596,7 @@ def codec_vectors() -> dict[str, Any]:
 
     # Framing
     neg("bit flip in the magic", "BAD_MAGIC", mut({"op": "flip", "offset": 0, "bit": 0}))
-    neg("wrong magic in a 3-byte input", "BAD_MAGIC",
-        mut({"op": "truncate", "length": 3}, {"op": "set_bytes", "offset": 2, "hex": "00"}))
+    neg("wrong magic in a 3-byte input", "BAD_MAGIC", mut({"op": "truncate", "length": 3}, {"op": "set_bytes", "offset": 2, "hex": "00"}))
     neg("empty input", "TRUNCATED", mut({"op": "truncate", "length": 0}))
     neg("only the magic", "TRUNCATED", mut({"op": "truncate", "length": 4}))
     neg("prefix cut before the header length", "TRUNCATED", mut({"op": "truncate", "length": 9}))
@@ -638,38 +643,52 @@ def codec_vectors() -> dict[str, Any]:
     neg("meta map with an integer key", "MALFORMED_HEADER", _with_meta_bytes(b"\xa1\x01\x02"))
     neg("handshake type in the plaintext suite", "MALFORMED_HEADER", _frame(_header_fields(type="hs_init")))
     neg("manifest entry with two elements", "MALFORMED_HEADER", _frame(_header_fields(manifest=[["x", "float32"]])))
-    neg("manifest shape with a negative dimension", "MALFORMED_HEADER",
-        _frame(_header_fields(manifest=_manifest(("x", "float32", [-1])))))
-    neg("array named __metadata__", "MALFORMED_HEADER",
-        _frame(_header_fields(manifest=_manifest(("__metadata__", "float32", [1])))))
+    neg("manifest shape with a negative dimension", "MALFORMED_HEADER", _frame(_header_fields(manifest=_manifest(("x", "float32", [-1])))))
+    neg("array named __metadata__", "MALFORMED_HEADER", _frame(_header_fields(manifest=_manifest(("__metadata__", "float32", [1])))))
     neg("duplicate top-level key 'type'", "DUPLICATE_KEY", _frame(raw_cbor_map([("type", "control"), *h_ok.items()])))
     neg("duplicate key inside meta", "DUPLICATE_KEY", _with_meta_bytes(b"\xa2aa\x01aa\x02"))
     neg("unknown message type 'exfiltrate'", "UNKNOWN_MESSAGE_TYPE", _frame(_header_fields(type="exfiltrate")))
     neg("unknown suite 'rot13'", "UNSUPPORTED_SUITE", _frame(_header_fields(suite="rot13")))
-    neg("secure application envelope given to decode()", "ENCRYPTED",
-        _frame(_secure_header(type="artifact", body_length=20), body=bytes(20), flags=FLAG_ENCRYPTED_BODY))
-    neg("secure handshake envelope given to decode()", "ENCRYPTED",
-        _frame(_secure_header(type="hs_init", seq=0, body_length=1), body=b"\xa0"))
+    neg(
+        "secure application envelope given to decode()",
+        "ENCRYPTED",
+        _frame(_secure_header(type="artifact", body_length=20), body=bytes(20), flags=FLAG_ENCRYPTED_BODY),
+    )
+    neg(
+        "secure handshake envelope given to decode()",
+        "ENCRYPTED",
+        _frame(_secure_header(type="hs_init", seq=0, body_length=1), body=b"\xa0"),
+    )
     # Manifest vs body
-    neg("manifest shape larger than the body", "MANIFEST_MISMATCH",
-        manifest_is(("user_ids", "int64", [3]), ("emb", "float32", [4, 4])))
-    neg("manifest dtype int32 where the body holds float32 (same size)", "MANIFEST_MISMATCH",
-        manifest_is(("user_ids", "int64", [3]), ("emb", "int32", [3, 4])))
+    neg("manifest shape larger than the body", "MANIFEST_MISMATCH", manifest_is(("user_ids", "int64", [3]), ("emb", "float32", [4, 4])))
+    neg(
+        "manifest dtype int32 where the body holds float32 (same size)",
+        "MANIFEST_MISMATCH",
+        manifest_is(("user_ids", "int64", [3]), ("emb", "int32", [3, 4])),
+    )
     neg("manifest renames an array", "MANIFEST_MISMATCH", manifest_is(("user_ids", "int64", [3]), ("embx", "float32", [3, 4])))
-    neg("manifest entries out of body order", "MANIFEST_MISMATCH",
-        manifest_is(("emb", "float32", [3, 4]), ("user_ids", "int64", [3])))
-    neg("manifest lists the same array twice", "MANIFEST_MISMATCH",
-        _frame(_header_fields(manifest=_manifest(("x", "float32", [1]), ("x", "float32", [1])))))
+    neg("manifest entries out of body order", "MANIFEST_MISMATCH", manifest_is(("emb", "float32", [3, 4]), ("user_ids", "int64", [3])))
+    neg(
+        "manifest lists the same array twice",
+        "MANIFEST_MISMATCH",
+        _frame(_header_fields(manifest=_manifest(("x", "float32", [1]), ("x", "float32", [1])))),
+    )
     neg("manifest omits an array present in the body", "MANIFEST_MISMATCH", manifest_is(("user_ids", "int64", [3])))
     neg("empty manifest with a non-empty body", "MANIFEST_MISMATCH", manifest_is())
     x2 = _manifest(("x", "float32", [2]))
     with_meta = stn.save({"x": np.zeros(2, dtype=np.float32)}, metadata={"a": "b"})
-    neg("safetensors body with __metadata__", "MANIFEST_MISMATCH",
-        _frame(_header_fields(type="artifact", manifest=x2, body_length=len(with_meta)), body=with_meta))
+    neg(
+        "safetensors body with __metadata__",
+        "MANIFEST_MISMATCH",
+        _frame(_header_fields(type="artifact", manifest=x2, body_length=len(with_meta)), body=with_meta),
+    )
     plain_st = stn.save({"x": np.zeros(2, dtype=np.float32)})
     bad_offsets = plain_st.replace(b'"data_offsets":[0,8]', b'"data_offsets":[8,0]')
-    neg("safetensors header with swapped data offsets", "MANIFEST_MISMATCH",
-        _frame(_header_fields(type="artifact", manifest=x2, body_length=len(bad_offsets)), body=bad_offsets))
+    neg(
+        "safetensors header with swapped data offsets",
+        "MANIFEST_MISMATCH",
+        _frame(_header_fields(type="artifact", manifest=x2, body_length=len(bad_offsets)), body=bad_offsets),
+    )
     # dtype allow-list
     for dt in ("complex64", "float128", "object", "bfloat16", "uint16"):
         header = _header_fields(type="artifact", manifest=_manifest(("x", dt, [2])), body_length=16)
@@ -749,16 +768,29 @@ def plaintext_vectors() -> dict[str, Any]:
     _neg(g, "target", "sender not in the registry", "UNKNOWN_PEER", _set_header(art, sender="mallory", seq=50))
     _neg(g, "target", "sender claims to be the receiver itself", "UNKNOWN_PEER", _set_header(art, sender="target", seq=50))
     secure = _secure_header(type="artifact", sender="source", receiver="target", body_length=20)
-    _neg(g, "target", "secure envelope to a plaintext endpoint", "UNSUPPORTED_SUITE",
-         _frame(secure, body=bytes(20), flags=FLAG_ENCRYPTED_BODY))
+    _neg(
+        g,
+        "target",
+        "secure envelope to a plaintext endpoint",
+        "UNSUPPORTED_SUITE",
+        _frame(secure, body=bytes(20), flags=FLAG_ENCRYPTED_BODY),
+    )
     bigger = _manifest(("user_ids", "int64", [3]), ("emb", "float32", [4, 4]))
-    _neg(g, "target", "manifest altered in transit (no integrity in plaintext: caught only as a mismatch)",
-         "MANIFEST_MISMATCH", _set_header(art, seq=50, manifest=bigger))
+    _neg(
+        g,
+        "target",
+        "manifest altered in transit (no integrity in plaintext: caught only as a mismatch)",
+        "MANIFEST_MISMATCH",
+        _set_header(art, seq=50, manifest=bigger),
+    )
     complex_ = _manifest(("user_ids", "int64", [3]), ("emb", "complex64", [3, 2]))
     _neg(g, "target", "disallowed dtype", "DISALLOWED_DTYPE", _set_header(art, seq=50, manifest=complex_))
-    g.add("receive", "plaintext has no integrity: a flipped body bit (and a fresh seq) goes unnoticed", party="target",
-          construction=_mutate(art, {"op": "flip", "offset": len(g.out(art)) - 1, "bit": 0},
-                               {"op": "header", "set": {"seq": 50}}))
+    g.add(
+        "receive",
+        "plaintext has no integrity: a flipped body bit (and a fresh seq) goes unnoticed",
+        party="target",
+        construction=_mutate(art, {"op": "flip", "offset": len(g.out(art)) - 1, "bit": 0}, {"op": "header", "set": {"seq": 50}}),
+    )
     # Reordering within the window.
     m1 = _send(g, "source -> target artifact #1", "artifact", "source", "target", arrays=_emb(seed=1))
     m2 = _send(g, "source -> target artifact #2", "artifact", "source", "target", arrays=_emb(seed=2))
@@ -774,8 +806,14 @@ def plaintext_vectors() -> dict[str, Any]:
     _deliver(g, e2, "target", "target follows to epoch 2")
     _neg(g, "target", "epoch 0 is no longer accepted", "WRONG_EPOCH", _set_header(held, seq=99))
     old = _send(g, "source -> target, held back past the window", "ack", "source", "target", meta={"old": True})
-    g.add("bulk", f"{REPLAY_WINDOW + 6} messages move the window on", party="source", peer="target",
-          count=REPLAY_WINDOW + 6, message=_m("ack", "source", "target"))
+    g.add(
+        "bulk",
+        f"{REPLAY_WINDOW + 6} messages move the window on",
+        party="source",
+        peer="target",
+        count=REPLAY_WINDOW + 6,
+        message=_m("ack", "source", "target"),
+    )
     _deliver(g, old, "target", "older than the replay window", expect="STALE")
     z = _send(g, "coordinator -> target bye", "bye", "coordinator", "target")
     _neg(g, "target", "sequence number 0 is never valid", "STALE", _set_header(z, seq=0))
@@ -786,16 +824,22 @@ def plaintext_vectors() -> dict[str, Any]:
 def _seal_case(state: Any, header: dict[str, Any], inner: bytes) -> dict[str, Any]:
     """An envelope sealed with the sender's real traffic keys (published by a `keys` step)."""
     header = dict(header, body_length=len(inner) + 16)
-    return {"kind": "seal", "key": state.send.key.hex(), "iv": state.send.iv.hex(), "inner": inner.hex(),
-            "header": value_to_json(header)}
+    return {"kind": "seal", "key": state.send.key.hex(), "iv": state.send.iv.hex(), "inner": inner.hex(), "header": value_to_json(header)}
 
 
 def secure_vectors() -> dict[str, Any]:
     vf = VectorFile("endpoint", _endpoint_header("secure"))
     g = _conversation(vf, "secure", "handshakes, every message type, tampering, replay, rekeying")
     # Handshake coordinator -> source, carrying a control message.
-    c = _send(g, "coordinator -> source control: no session yet, so an hs_init goes out and the control waits",
-              "control", "coordinator", "source", meta={"op": "fit"}, round=1)
+    c = _send(
+        g,
+        "coordinator -> source control: no session yet, so an hs_init goes out and the control waits",
+        "control",
+        "coordinator",
+        "source",
+        meta={"op": "fit"},
+        round=1,
+    )
     r = _deliver(g, c, "source", "source answers hs_init with a signed hs_resp")
     f = _deliver(g, r, "coordinator", "coordinator verifies hs_resp, sends hs_finish and the queued control")
     _deliver(g, f, "source", "source verifies hs_finish: session established", index=0)
@@ -804,44 +848,89 @@ def secure_vectors() -> dict[str, Any]:
     g.add("keys", "traffic keys of source towards coordinator (epoch 0)", party="source", peer="coordinator")
 
     # Handshake source -> target, with handshake negatives along the way.
-    a = _send(g, "source -> target artifact: hs_init goes out", "artifact", "source", "target",
-              arrays=_emb(), meta={"kind": "embeddings"})
+    a = _send(g, "source -> target artifact: hs_init goes out", "artifact", "source", "target", arrays=_emb(), meta={"kind": "embeddings"})
     init = g.out(a)
     empty_inner = inner_plaintext(b"", [])
-    no_session = _secure_header(type="artifact", sender="source", receiver="target",
-                                session_id=split_frame(init)[2]["session_id"], body_length=len(empty_inner) + 16)
-    _neg(g, "target", "app message before any session exists", "NOT_ESTABLISHED",
-         {"kind": "seal", "key": "00" * 32, "iv": "00" * 12, "inner": empty_inner.hex(), "header": value_to_json(no_session)})
-    _neg(g, "target", "hs_init with a low-order ephemeral key (u=0)", "HANDSHAKE_FAILED",
-         _mutate(a, {"op": "set_bytes", "offset": _find_eph(init), "hex": LOW_ORDER_POINT.hex()}))
-    _neg(g, "target", "hs_init offering only the plaintext suite", "DOWNGRADE",
-         _mutate(a, {"op": "payload", "set": {"suites": ["plaintext"]}}))
-    _neg(g, "target", "hs_init offering only version 2", "UNSUPPORTED_VERSION",
-         _mutate(a, {"op": "payload", "set": {"versions": [2]}}))
+    no_session = _secure_header(
+        type="artifact",
+        sender="source",
+        receiver="target",
+        session_id=split_frame(init)[2]["session_id"],
+        body_length=len(empty_inner) + 16,
+    )
+    _neg(
+        g,
+        "target",
+        "app message before any session exists",
+        "NOT_ESTABLISHED",
+        {"kind": "seal", "key": "00" * 32, "iv": "00" * 12, "inner": empty_inner.hex(), "header": value_to_json(no_session)},
+    )
+    _neg(
+        g,
+        "target",
+        "hs_init with a low-order ephemeral key (u=0)",
+        "HANDSHAKE_FAILED",
+        _mutate(a, {"op": "set_bytes", "offset": _find_eph(init), "hex": LOW_ORDER_POINT.hex()}),
+    )
+    _neg(
+        g,
+        "target",
+        "hs_init offering only the plaintext suite",
+        "DOWNGRADE",
+        _mutate(a, {"op": "payload", "set": {"suites": ["plaintext"]}}),
+    )
+    _neg(g, "target", "hs_init offering only version 2", "UNSUPPORTED_VERSION", _mutate(a, {"op": "payload", "set": {"versions": [2]}}))
     _neg(g, "target", "hs_init from a sender that is not in the registry", "UNKNOWN_PEER", _set_header(a, sender="mallory"))
     _neg(g, "target", "hs_init for epoch 3 without a session", "WRONG_EPOCH", _set_header(a, epoch=3))
     _neg(g, "target", "hs_init with seq 1", "HANDSHAKE_FAILED", _set_header(a, seq=1))
-    _neg(g, "target", "plaintext envelope to a secure endpoint (downgrade)", "DOWNGRADE",
-         {"kind": "plaintext", "message": _m("artifact", "source", "target", arrays=_emb())})
-    mitm = g.add("receive", "an attacker rewrote the offered suites to ['secure', 'plaintext']; target (unaware) answers",
-                 party="target", construction=_mutate(a, {"op": "payload", "set": {"suites": ["secure", "plaintext"]}}))
-    _neg(g, "source", "hs_resp signed over the rewritten transcript: source detects the mismatch", "HANDSHAKE_FAILED",
-         _output(mitm))
+    _neg(
+        g,
+        "target",
+        "plaintext envelope to a secure endpoint (downgrade)",
+        "DOWNGRADE",
+        {"kind": "plaintext", "message": _m("artifact", "source", "target", arrays=_emb())},
+    )
+    mitm = g.add(
+        "receive",
+        "an attacker rewrote the offered suites to ['secure', 'plaintext']; target (unaware) answers",
+        party="target",
+        construction=_mutate(a, {"op": "payload", "set": {"suites": ["secure", "plaintext"]}}),
+    )
+    _neg(g, "source", "hs_resp signed over the rewritten transcript: source detects the mismatch", "HANDSHAKE_FAILED", _output(mitm))
     resp = _deliver(g, a, "target", "target answers the genuine hs_init (replacing the tampered attempt)")
     resp_env = g.out(resp)
-    _neg(g, "source", "hs_resp with one signature bit flipped", "HANDSHAKE_FAILED",
-         _mutate(resp, {"op": "flip", "offset": len(resp_env) - 1, "bit": 7}))
-    _neg(g, "source", "hs_resp with a flipped bit in the responder's ephemeral key", "HANDSHAKE_FAILED",
-         _mutate(resp, {"op": "flip", "offset": _find_eph(resp_env), "bit": 0}))
+    _neg(
+        g,
+        "source",
+        "hs_resp with one signature bit flipped",
+        "HANDSHAKE_FAILED",
+        _mutate(resp, {"op": "flip", "offset": len(resp_env) - 1, "bit": 7}),
+    )
+    _neg(
+        g,
+        "source",
+        "hs_resp with a flipped bit in the responder's ephemeral key",
+        "HANDSHAKE_FAILED",
+        _mutate(resp, {"op": "flip", "offset": _find_eph(resp_env), "bit": 0}),
+    )
     chosen = resp_env.rindex(b"fsecure") + 1  # the payload's chosen suite (the header's comes first)
-    _neg(g, "source", "hs_resp choosing the plaintext suite (re-signed by nobody: signature fails first)",
-         "HANDSHAKE_FAILED", _mutate(resp, {"op": "set_bytes", "offset": chosen, "hex": b"plain!".hex()}))
-    _neg(g, "coordinator", "hs_resp delivered to a party that never started a handshake with target", "WRONG_RECEIVER",
-         _output(resp))
+    _neg(
+        g,
+        "source",
+        "hs_resp choosing the plaintext suite (re-signed by nobody: signature fails first)",
+        "HANDSHAKE_FAILED",
+        _mutate(resp, {"op": "set_bytes", "offset": chosen, "hex": b"plain!".hex()}),
+    )
+    _neg(g, "coordinator", "hs_resp delivered to a party that never started a handshake with target", "WRONG_RECEIVER", _output(resp))
     fin = _deliver(g, resp, "source", "source verifies hs_resp; hs_finish and the queued artifact go out")
     fin_env = g.out(fin)
-    _neg(g, "target", "hs_finish with a flipped signature bit", "HANDSHAKE_FAILED",
-         _mutate(fin, {"op": "flip", "offset": len(fin_env) - 10, "bit": 2}))
+    _neg(
+        g,
+        "target",
+        "hs_finish with a flipped signature bit",
+        "HANDSHAKE_FAILED",
+        _mutate(fin, {"op": "flip", "offset": len(fin_env) - 10, "bit": 2}),
+    )
     _neg(g, "target", "queued artifact before hs_finish: no session yet", "NOT_ESTABLISHED", _output(fin, 1))
     _deliver(g, fin, "target", "target verifies hs_finish", index=0)
     _neg(g, "target", "hs_finish replayed", "HANDSHAKE_FAILED", _output(fin, 0))
@@ -863,16 +952,30 @@ def secure_vectors() -> dict[str, Any]:
         sent = _send(g, f"{x} -> {y} {mtype}", mtype, x, y, arrays=arrays, meta={"op": mtype}, round=2)
         _deliver(g, sent, y, f"{y} opens the {mtype}")
     report_arrays = {"users": np.arange(3, dtype=np.int64), "hr": np.array([1.0, 0.0, 1.0])}
-    rep = _send(g, "target -> coordinator report: a third handshake starts", "report", "target", "coordinator",
-                arrays=report_arrays, meta={"op": "evaluate", "utility": {"HR@10": 0.6667}})
+    rep = _send(
+        g,
+        "target -> coordinator report: a third handshake starts",
+        "report",
+        "target",
+        "coordinator",
+        arrays=report_arrays,
+        meta={"op": "evaluate", "utility": {"HR@10": 0.6667}},
+    )
     r2 = _deliver(g, rep, "coordinator", "coordinator answers target's hs_init")
     f2 = _deliver(g, r2, "target", "target finishes and sends the report")
     _deliver(g, f2, "coordinator", "coordinator verifies hs_finish", index=0)
     _deliver(g, f2, "coordinator", "coordinator opens the report", index=1)
 
     # Tampering with an established-session envelope.
-    e = _send(g, "source -> target artifact used for the tampering cases", "artifact", "source", "target",
-              arrays=_emb(seed=4), meta={"kind": "embeddings"})
+    e = _send(
+        g,
+        "source -> target artifact used for the tampering cases",
+        "artifact",
+        "source",
+        "target",
+        arrays=_emb(seed=4),
+        meta={"kind": "embeddings"},
+    )
     env = g.out(e)
     hl = PREFIX.unpack_from(env, 0)[3]
     body = PREFIX_LEN + hl
@@ -887,18 +990,33 @@ def secure_vectors() -> dict[str, Any]:
     for i in range(PREFIX_LEN, body):
         _neg(g, "target", f"bit flip in header byte {i - PREFIX_LEN}", None, mut({"op": "flip", "offset": i, "bit": (i * 5) % 8}))
     _neg(g, "target", "bit flip in the first ciphertext byte", "AUTH_FAILED", mut({"op": "flip", "offset": body, "bit": 0}))
-    _neg(g, "target", "bit flip in the middle of the ciphertext", "AUTH_FAILED",
-         mut({"op": "flip", "offset": (body + len(env)) // 2, "bit": 6}))
+    _neg(
+        g,
+        "target",
+        "bit flip in the middle of the ciphertext",
+        "AUTH_FAILED",
+        mut({"op": "flip", "offset": (body + len(env)) // 2, "bit": 6}),
+    )
     _neg(g, "target", "bit flip in the tag", "AUTH_FAILED", mut({"op": "flip", "offset": len(env) - 1, "bit": 1}))
-    _neg(g, "target", "tag removed (body_length fixed up)", "AUTH_FAILED",
-         mut({"op": "truncate", "length": len(env) - 16}, {"op": "header", "set": {"body_length": len(env) - 16 - body}}))
+    _neg(
+        g,
+        "target",
+        "tag removed (body_length fixed up)",
+        "AUTH_FAILED",
+        mut({"op": "truncate", "length": len(env) - 16}, {"op": "header", "set": {"body_length": len(env) - 16 - body}}),
+    )
     _neg(g, "target", "last byte missing", "TRUNCATED", mut({"op": "truncate", "length": len(env) - 1}))
     _neg(g, "target", "cut inside the header", "TRUNCATED", mut({"op": "truncate", "length": PREFIX_LEN + 5}))
     _neg(g, "target", "one byte appended", "MALFORMED_HEADER", mut({"op": "append", "hex": "00"}))
     _neg(g, "target", "body_length of 2^40", "OVERSIZED", _set_header(e, body_length=2**40))
     dup = raw_cbor_map([("seq", 1), *split_frame(env)[2].items()])
-    _neg(g, "target", "header with a duplicate key", "DUPLICATE_KEY",
-         {"kind": "frame", "flags": FLAG_ENCRYPTED_BODY, "body": env[body:].hex(), "header_cbor": dup.hex()})
+    _neg(
+        g,
+        "target",
+        "header with a duplicate key",
+        "DUPLICATE_KEY",
+        {"kind": "frame", "flags": FLAG_ENCRYPTED_BODY, "body": env[body:].hex(), "header_cbor": dup.hex()},
+    )
     _neg(g, "target", "unknown message type", "UNKNOWN_MESSAGE_TYPE", _set_header(e, type="exfiltrate"))
     _neg(g, "target", "unknown suite", "UNSUPPORTED_SUITE", _set_header(e, suite="null-cipher"))
     _neg(g, "coordinator", "delivered to the wrong party", "WRONG_RECEIVER", _output(e))
@@ -908,26 +1026,44 @@ def secure_vectors() -> dict[str, Any]:
     _neg(g, "target", "seq changed (nonce and associated data)", "AUTH_FAILED", _set_header(e, seq=1000))
     _neg(g, "target", "reply_to added", "AUTH_FAILED", _set_header(e, reply_to=1))
     coordinator_sid = g.state("coordinator", "target").session_id
-    _neg(g, "target", "sender changed to coordinator (no session with that sender's keys)", "AUTH_FAILED",
-         _set_header(e, sender="coordinator", session_id=coordinator_sid))
+    _neg(
+        g,
+        "target",
+        "sender changed to coordinator (no session with that sender's keys)",
+        "AUTH_FAILED",
+        _set_header(e, sender="coordinator", session_id=coordinator_sid),
+    )
     _deliver(g, e, "target", "the genuine envelope is still accepted after all rejections")
     _neg(g, "target", "replayed", "REPLAY", _output(e))
 
     # Authentic envelopes (sealed with the sender's real keys) whose inner manifest is bad.
     st = g.state("source", "target")
-    header = _secure_header(type="artifact", sender="source", receiver="target",
-                            session_id=st.session_id, epoch=st.send.epoch, seq=st.send.seq + 1)
+    header = _secure_header(
+        type="artifact", sender="source", receiver="target", session_id=st.session_id, epoch=st.send.epoch, seq=st.send.seq + 1
+    )
     body4 = stn.save({"x": np.arange(4, dtype=np.float32)})
     dup_inner = raw_cbor_map([("meta", {}), ("meta", {}), ("manifest", _manifest(("x", "float32", [4])))])
     for comment, code, inner in [
-        ("authentic envelope whose manifest names dtype complex64", "DISALLOWED_DTYPE",
-         inner_plaintext(bytes(16), _manifest(("x", "complex64", [2])))),
-        ("authentic envelope whose manifest says 3 floats, body holds 4", "MANIFEST_MISMATCH",
-         inner_plaintext(body4, _manifest(("x", "float32", [3])))),
-        ("authentic envelope whose manifest says int32, body holds float32", "MANIFEST_MISMATCH",
-         inner_plaintext(body4, _manifest(("x", "int32", [4])))),
-        ("authentic envelope with a duplicate key in the inner header", "DUPLICATE_KEY",
-         body4 + dup_inner + INNER_TRAILER.pack(len(dup_inner))),
+        (
+            "authentic envelope whose manifest names dtype complex64",
+            "DISALLOWED_DTYPE",
+            inner_plaintext(bytes(16), _manifest(("x", "complex64", [2]))),
+        ),
+        (
+            "authentic envelope whose manifest says 3 floats, body holds 4",
+            "MANIFEST_MISMATCH",
+            inner_plaintext(body4, _manifest(("x", "float32", [3]))),
+        ),
+        (
+            "authentic envelope whose manifest says int32, body holds float32",
+            "MANIFEST_MISMATCH",
+            inner_plaintext(body4, _manifest(("x", "int32", [4]))),
+        ),
+        (
+            "authentic envelope with a duplicate key in the inner header",
+            "DUPLICATE_KEY",
+            body4 + dup_inner + INNER_TRAILER.pack(len(dup_inner)),
+        ),
     ]:
         _neg(g, "target", comment, code, _seal_case(st, header, inner))
 
@@ -937,15 +1073,20 @@ def secure_vectors() -> dict[str, Any]:
     _deliver(g, m2, "target", "#2 first")
     _deliver(g, m1, "target", "#1 late, inside the window")
     old = _send(g, "ack held back past the window", "ack", "source", "target", meta={"old": True})
-    g.add("bulk", f"{REPLAY_WINDOW + 6} messages move the window on", party="source", peer="target",
-          count=REPLAY_WINDOW + 6, message=_m("ack", "source", "target"))
+    g.add(
+        "bulk",
+        f"{REPLAY_WINDOW + 6} messages move the window on",
+        party="source",
+        peer="target",
+        count=REPLAY_WINDOW + 6,
+        message=_m("ack", "source", "target"),
+    )
     _deliver(g, old, "target", "older than the replay window", expect="STALE")
 
     # Rekeying.
     held = _send(g, "epoch-0 ack held back across the rekey", "ack", "source", "target", meta={"held": True})
     rk = g.add("rekey", "source starts epoch 1", party="source", peer="target")
-    _send(g, "sent during the rekey: queued until epoch 1 is established", "gradient", "source", "target",
-          arrays=_emb(seed=7))
+    _send(g, "sent during the rekey: queued until epoch 1 is established", "gradient", "source", "target", arrays=_emb(seed=7))
     rr = _deliver(g, rk, "target", "target answers the epoch-1 hs_init")
     rf = _deliver(g, rr, "source", "source completes epoch 1 and flushes the queued gradient")
     _deliver(g, rf, "target", "target completes epoch 1", index=0)
@@ -960,8 +1101,13 @@ def secure_vectors() -> dict[str, Any]:
     _neg(g, "target", "an epoch-0 envelope after two rekeys", "WRONG_EPOCH", _output(fin, 1))
     z = _send(g, "source -> target in epoch 2", "bye", "source", "target")
     _deliver(g, z, "target", "target opens it")
-    _neg(g, "target", "seq 0 (sequence numbers start at 1) - authentic envelope", "STALE",
-         _seal_case(g.state("source", "target"), dict(header, epoch=2, seq=0), inner_plaintext(b"", [])))
+    _neg(
+        g,
+        "target",
+        "seq 0 (sequence numbers start at 1) - authentic envelope",
+        "STALE",
+        _seal_case(g.state("source", "target"), dict(header, epoch=2, seq=0), inner_plaintext(b"", [])),
+    )
 
     # Simultaneous initiation.
     g2 = _conversation(vf, "secure", "simultaneous handshake initiation resolves deterministically", seed="simultaneous/")
@@ -975,8 +1121,13 @@ def secure_vectors() -> dict[str, Any]:
     _deliver(g2, fo, "source", "source opens the request")
 
     # Cut-off after max_rejections.
-    g3 = _conversation(vf, "secure", "a peer is cut off after Limits.max_rejections rejected envelopes",
-                       limits={"target": {"max_rejections": 3}}, seed="cutoff/")
+    g3 = _conversation(
+        vf,
+        "secure",
+        "a peer is cut off after Limits.max_rejections rejected envelopes",
+        limits={"target": {"max_rejections": 3}},
+        seed="cutoff/",
+    )
     s = _send(g3, "source -> target", "ack", "source", "target")
     r = _deliver(g3, s, "target", "handshake")
     f = _deliver(g3, r, "source", "handshake")

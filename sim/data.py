@@ -95,9 +95,7 @@ class Dataset:
         r = self.ratings
         for col, dtype in (("user", np.int64), ("item", np.int64), ("rating", np.float32), ("timestamp", np.int64)):
             if col not in r.columns or r[col].dtype != dtype:
-                raise ValueError(
-                    f"Dataset.ratings needs column {col!r} of dtype {np.dtype(dtype)}; got {dict(r.dtypes)}"
-                )
+                raise ValueError(f"Dataset.ratings needs column {col!r} of dtype {np.dtype(dtype)}; got {dict(r.dtypes)}")
         if not np.array_equal(self.users.index.to_numpy(), np.arange(len(self.users))):
             raise ValueError("Dataset.users must be indexed by user id 0..n_users-1")
         if not np.array_equal(self.items.index.to_numpy(), np.arange(len(self.items))):
@@ -371,9 +369,7 @@ def load_grouplens_100k(directory: str | Path) -> Dataset:
     bad = (item[2] != "") & dates.isna()
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DatasetError(
-            f"{paths['u.item']}: line {row + 1}: release date {item[2].iloc[row]!r} is not like 01-Jan-1995"
-        )
+        raise DatasetError(f"{paths['u.item']}: line {row + 1}: release date {item[2].iloc[row]!r} is not like 01-Jan-1995")
     flags = item[list(range(5, 5 + len(ML100K_GENRES)))]
     if not flags.isin(["0", "1"]).all().all():
         raise DatasetError(f"{paths['u.item']}: the 19 genre columns (6-24) must be 0 or 1")
@@ -450,9 +446,7 @@ def _require(paths, name: str, url: str) -> None:
 # Parsing helpers
 
 
-def _read_table(
-    path: Path, *, sep: str, encoding: str, n_cols: int | None = None, header: bool = False
-) -> pd.DataFrame:
+def _read_table(path: Path, *, sep: str, encoding: str, n_cols: int | None = None, header: bool = False) -> pd.DataFrame:
     """Read a delimited text file as strings; any problem becomes a DatasetError naming the file."""
     shown = sep
     try:

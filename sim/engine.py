@@ -18,7 +18,7 @@ from protocol import Endpoint, Identity, Registry
 
 from .config import RunConfig
 from .evaluate import attack_threats
-from .runtimes.base import PartySpec, Relay, Runtime, RunError, Transcript
+from .runtimes.base import PartySpec, Relay, RunError, Runtime, Transcript
 from .scenarios import Scenario, Variant, get_scenario
 from .world import world
 
@@ -34,7 +34,7 @@ class Keys:
     registry: Registry
 
     @classmethod
-    def generate(cls, names=(COORDINATOR, *PARTIES)) -> "Keys":
+    def generate(cls, names=(COORDINATOR, *PARTIES)) -> Keys:
         identities = {n: Identity.generate(name=n) for n in names}
         registry = Registry()
         for n, ident in identities.items():
@@ -49,7 +49,7 @@ class Keys:
         }
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "Keys":
+    def from_json(cls, obj: dict[str, Any]) -> Keys:
         identities = {n: Identity.from_private_bytes(bytes.fromhex(h), name=n) for n, h in obj["identities"].items()}
         return cls(identities, Registry.from_json(obj["registry"]))
 
@@ -117,9 +117,7 @@ def coordinator_endpoint(config: RunConfig, seed: int, keys: Keys | None) -> End
     return channel_from_json(channel_json(config, COORDINATOR, seed, keys)).endpoint(COORDINATOR)
 
 
-def run_variant(
-    config: RunConfig, scenario: Scenario, variant: Variant, seed: int, runtime: Runtime, keys: Keys | None
-) -> VariantRun:
+def run_variant(config: RunConfig, scenario: Scenario, variant: Variant, seed: int, runtime: Runtime, keys: Keys | None) -> VariantRun:
     """One transfer: parties started fresh, driven through the relay, then attacked."""
     started = time.perf_counter()
     w = world(config.run_dict(seed))
@@ -137,9 +135,7 @@ def run_variant(
             receiver.observe(envelope, point="receiver")
     finally:
         runtime.stop()
-    attacks = attack_threats(
-        {"wire": wire, "receiver": receiver}, scenario.attacked_artifact, scenario.attacked_field, w, seed=seed
-    )
+    attacks = attack_threats({"wire": wire, "receiver": receiver}, scenario.attacked_artifact, scenario.attacked_field, w, seed=seed)
     return VariantRun(
         variant=variant,
         seed=seed,
@@ -172,9 +168,7 @@ def select_variants(scenario: Scenario, config: RunConfig) -> list[Variant]:
     if unknown:
         from .config import ConfigError
 
-        raise ConfigError(
-            f"unknown variant(s) {', '.join(unknown)} for scenario {scenario.name!r}; valid: {', '.join(by_name)}"
-        )
+        raise ConfigError(f"unknown variant(s) {', '.join(unknown)} for scenario {scenario.name!r}; valid: {', '.join(by_name)}")
     return [by_name[n] for n in config.variants]
 
 

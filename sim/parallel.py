@@ -83,8 +83,10 @@ def run_parallel(
     done: dict[int, VariantRun] = {}
     workers = min(config.jobs, len(tasks))
     pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker, initargs=(config.torch_threads,),
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(config.torch_threads,),
     )
     futures: dict[Future, int] = {}
     try:

@@ -137,13 +137,28 @@ def summary_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = ["variant", *utility_keys, "rcv gender AUC", "rcv gender BA", "rcv age AUC", "wire gender AUC"]
 
     def leak(a: dict[str, Any]) -> list[str]:
-        return [fmt(a["gender"]["best"].get("auc")), fmt(a["gender"]["best"].get("balanced_accuracy")), fmt(a["age_group"]["best"].get("auc"))]
+        return [
+            fmt(a["gender"]["best"].get("auc")),
+            fmt(a["gender"]["best"].get("balanced_accuracy")),
+            fmt(a["age_group"]["best"].get("auc")),
+        ]
 
     rows = []
     for v in results["variants"]:
-        rows.append([v["name"], *(fmt(v["utility"].get(k)) for k in utility_keys), *leak(v["attacks"]["receiver"]), fmt(v["attacks"]["wire"]["gender"]["best"].get("auc"))])
+        rows.append(
+            [
+                v["name"],
+                *(fmt(v["utility"].get(k)) for k in utility_keys),
+                *leak(v["attacks"]["receiver"]),
+                fmt(v["attacks"]["wire"]["gender"]["best"].get("auc")),
+            ]
+        )
     base = results["variants"][0]["attacks"]["receiver"]
-    baseline = [fmt(base["gender"]["baseline"].get("auc")), fmt(base["gender"]["baseline"].get("balanced_accuracy")), fmt(base["age_group"]["baseline"].get("auc"))]
+    baseline = [
+        fmt(base["gender"]["baseline"].get("auc")),
+        fmt(base["gender"]["baseline"].get("balanced_accuracy")),
+        fmt(base["age_group"]["baseline"].get("auc")),
+    ]
     rows.append(["no-artifact baseline", *("" for _ in utility_keys), *baseline, baseline[0]])
     return header, rows
 
@@ -202,11 +217,11 @@ def write_html(results: dict[str, Any], path: Path) -> None:
     img = f'<img alt="trade-off plot" src="data:image/png;base64,{png}">' if png else ""
     split = html.escape(str(results["dataset"]["split"]))
     path.write_text(
-        f"""<!doctype html><html><head><meta charset="utf-8"><title>cdrsim · {html.escape(results['scenario']['name'])}</title>
+        f"""<!doctype html><html><head><meta charset="utf-8"><title>cdrsim · {html.escape(results["scenario"]["name"])}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}</style></head>
-<body><h1>{html.escape(results['scenario']['title'])}</h1>
-<p>dataset {html.escape(results['dataset']['name'])} ({results['dataset']['n_users']} users) · split {split} ·
-channel <b>{html.escape(results['channel'])}</b> · runtime {html.escape(results['runtime'])} · seeds {results['seeds']} · status {results['status']}</p>
+<body><h1>{html.escape(results["scenario"]["title"])}</h1>
+<p>dataset {html.escape(results["dataset"]["name"])} ({results["dataset"]["n_users"]} users) · split {split} ·
+channel <b>{html.escape(results["channel"])}</b> · runtime {html.escape(results["runtime"])} · seeds {results["seeds"]} · status {results["status"]}</p>
 <p>Attack figures: best attacker (chosen by cross-validation on public users) tested on private users; ± is the 95% CI over seeds.
 <i>receiver</i> = curious target party; <i>wire</i> = eavesdropper on the transport.</p>
 <table>{table}</table>{img}</body></html>
@@ -224,7 +239,10 @@ def write_outputs(result: ExperimentResult, run_dir: Path, timing: dict[str, flo
         run.transcript.write(transcript)
     if not result.runs:
         transcript.touch()
-        dump_json({"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "status": "failed", "error": result.error, "variants": []}, run_dir / "results.json")
+        dump_json(
+            {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "status": "failed", "error": result.error, "variants": []},
+            run_dir / "results.json",
+        )
         return {}
     results = results_dict(result, timing)
     dump_json(results, run_dir / "results.json")

@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +50,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--public-fraction", type=float, default=0.8, help="fraction of users whose attributes are public (attacker training)")
     p.add_argument("--runtime", default="inproc", choices=RUNTIMES, help="where parties run")
     p.add_argument("--channel", default="secure", choices=CHANNELS, help="protocol suite between parties (plaintext only for ablations)")
-    p.add_argument("--set", dest="options", type=_kv, action="append", default=[], metavar="KEY=VALUE", help="override a party hyperparameter, e.g. --set epochs=10")
-    p.add_argument("--synthetic", type=_kv, action="append", default=[], metavar="KEY=VALUE", help="synthetic generator option, e.g. --synthetic n_users=5000")
+    p.add_argument(
+        "--set",
+        dest="options",
+        type=_kv,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a party hyperparameter, e.g. --set epochs=10",
+    )
+    p.add_argument(
+        "--synthetic",
+        type=_kv,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="synthetic generator option, e.g. --synthetic n_users=5000",
+    )
     p.add_argument("--ray-address", help="join an existing Ray cluster (auto, ray://host:port, host:port)")
-    p.add_argument("--placement", type=_kv, action="append", default=[], metavar="PARTY=RESOURCE", help="pin a party to nodes with a custom Ray resource")
+    p.add_argument(
+        "--placement",
+        type=_kv,
+        action="append",
+        default=[],
+        metavar="PARTY=RESOURCE",
+        help="pin a party to nodes with a custom Ray resource",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process (default 1)")
     p.add_argument("--jobs", type=int, default=1, help="run variants (x seeds) in N worker processes at once (inproc runtime; default 1)")
     p.add_argument("--out", default="runs", help="directory under which the run directory is created")
@@ -97,7 +119,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def new_run_dir(out: str, scenario: str) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     base = Path(out) / f"{scenario}-{stamp}"
     path, n = base, 1
     while path.exists():

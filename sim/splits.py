@@ -79,9 +79,7 @@ def split_domains(
     positive = r["rating"].to_numpy() >= min_rating
     if not positive.any():
         raise SplitError(f"no rating >= {min_rating} in {ds.name}: lower min_rating")
-    description: dict[str, Any] = {
-        "by": by, "seed": int(seed), "min_rating": float(min_rating), "n_negatives": int(n_negatives)
-    }
+    description: dict[str, Any] = {"by": by, "seed": int(seed), "min_rating": float(min_rating), "n_negatives": int(n_negatives)}
 
     # domain_of[item] = 0 (source), 1 (target) or -1 (dropped)
     if by == "year":
@@ -147,9 +145,7 @@ def split_domains(
             "train_positives": int(data.n_train),
         }
     description["dropped_items"] = int((domain_of < 0).sum())
-    description["items_without_positive"] = int(
-        ds.n_items - description["dropped_items"] - parts[0][1].size - parts[1][1].size
-    )
+    description["items_without_positive"] = int(ds.n_items - description["dropped_items"] - parts[0][1].size - parts[1][1].size)
     description["n_users"] = int(ds.n_users)
     (source, source_items), (target, target_items) = parts
     return DomainSplit(source, target, source_items, target_items, description)
@@ -228,10 +224,7 @@ def leave_one_out(
     items = np.asarray(items, dtype=np.int64)
     timestamps = np.asarray(timestamps, dtype=np.int64)
     if not (users.shape == items.shape == timestamps.shape) or users.ndim != 1:
-        raise SplitError(
-            "users, items, timestamps must be 1-d and equally long, "
-            f"got {users.shape}, {items.shape}, {timestamps.shape}"
-        )
+        raise SplitError(f"users, items, timestamps must be 1-d and equally long, got {users.shape}, {items.shape}, {timestamps.shape}")
     if n_negatives < 0:
         raise SplitError(f"n_negatives must be >= 0, got {n_negatives}")
     if users.size and (users.min() < 0 or users.max() >= n_users or items.min() < 0 or items.max() >= n_items):

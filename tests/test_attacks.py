@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from safetensors.numpy import load as st_load
-from safetensors.numpy import load_file, save as st_save
+from safetensors.numpy import load_file
+from safetensors.numpy import save as st_save
 
 from attacks.attribute import ATTACKERS, attribute_inference, kmeans_vmeasure
 from attacks.membership import centroid_difference_features, membership_inference
@@ -277,8 +278,13 @@ class FakeCodec:
         if suite == "secure":
             body = bytes(b ^ 0x5A for b in body)
         header = {
-            "type": msg.type, "sender": msg.sender, "receiver": msg.receiver, "suite": suite,
-            "round": msg.round, "body_length": len(body), "session_id": b"\x01\x02".hex(),
+            "type": msg.type,
+            "sender": msg.sender,
+            "receiver": msg.receiver,
+            "suite": suite,
+            "round": msg.round,
+            "body_length": len(body),
+            "session_id": b"\x01\x02".hex(),
         }
         if suite == "plaintext":
             header["meta"] = msg.meta
@@ -313,8 +319,7 @@ def _real_codec() -> Any:
             if suite != "plaintext":
                 pytest.skip("secure envelopes need a protocol session; covered with the fake codec")
             return protocol.encode(
-                protocol.Message(type=msg.type, sender=msg.sender, receiver=msg.receiver,
-                                 arrays=msg.arrays, meta=msg.meta, round=msg.round)
+                protocol.Message(type=msg.type, sender=msg.sender, receiver=msg.receiver, arrays=msg.arrays, meta=msg.meta, round=msg.round)
             )
 
         decode = staticmethod(protocol.decode)
@@ -338,7 +343,9 @@ def _chunks(name: str, ids: np.ndarray, emb: np.ndarray, n_chunks: int, kind: st
     parts = np.array_split(np.arange(ids.size), n_chunks)
     return [
         FakeMessage(
-            "artifact", "source", "target",
+            "artifact",
+            "source",
+            "target",
             {"user_ids": ids[p].astype(np.int64), "embedding": emb[p]},
             {"artifact": name, "kind": kind, "chunk": c, "chunks": n_chunks, "defense": "none"},
         )
@@ -524,18 +531,13 @@ def test_tap_on_real_protocol_endpoints(suite):
     ids = {n: protocol.Identity.from_private_bytes(bytes([i + 1]) * 32, name=n) for i, n in enumerate(names)}
     registry = protocol.Registry({n: ids[n].public_bytes() for n in names})
     keys = {n: ({"identity": ids[n], "registry": registry} if suite == "secure" else {}) for n in names}
-    endpoints = {
-        n: protocol.Endpoint(n, suite=suite, session_seed=b"t", rng=protocol.seeded_rng(n), **keys[n])
-        for n in names
-    }
+    endpoints = {n: protocol.Endpoint(n, suite=suite, session_seed=b"t", rng=protocol.seeded_rng(n), **keys[n]) for n in names}
     rng = np.random.default_rng(11)
     user_ids = np.arange(50, dtype=np.int64)
     emb = rng.normal(size=(50, 6)).astype(np.float32)
     out: list[bytes] = []
     for m in _chunks("user_embeddings", user_ids, emb, 3):
-        out += endpoints["source"].send(
-            protocol.Message(type=m.type, sender=m.sender, receiver=m.receiver, arrays=m.arrays, meta=m.meta)
-        )
+        out += endpoints["source"].send(protocol.Message(type=m.type, sender=m.sender, receiver=m.receiver, arrays=m.arrays, meta=m.meta))
     tap = Eavesdropper()
     delivered = _pump(endpoints, out, tap)
     assert sum(1 for d in delivered if d.type == "artifact") == 3  # the target got everything

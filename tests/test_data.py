@@ -169,8 +169,7 @@ def test_data_dir_with_nested_folder_and_other_atomic_stem(tmp_path: Path) -> No
 def write_grouplens_1m(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "ratings.dat").write_text(
-        "1::1193::5::978300760\n1::661::3::978302109\n2::1193::4::978298413\n2::3408::4::978300275\n"
-        "3::661::2::978297867\n",
+        "1::1193::5::978300760\n1::661::3::978302109\n2::1193::4::978298413\n2::3408::4::978300275\n3::661::2::978297867\n",
         encoding="latin-1",
     )
     (directory / "users.dat").write_text(

@@ -34,11 +34,10 @@ from models.privnet import (
     adversary_step,
     eval_inputs,
     evaluate_privnet,
-    score_candidates,
     public_users_of,
+    score_candidates,
     sliding_examples,
     source_step,
-    source_transfer,
     target_step,
     train_privnet_joint,
     train_privnet_target_only,
@@ -82,10 +81,12 @@ def synth_domain(
         k_in = rng.binomial(n_u, p_in)
         p_inside = weight * inside / (weight * inside).sum()
         p_out = weight * ~inside / (weight * ~inside).sum()
-        chosen = np.concatenate([
-            rng.choice(n_items, size=k_in, replace=False, p=p_inside),
-            rng.choice(n_items, size=n_u - k_in, replace=False, p=p_out),
-        ])
+        chosen = np.concatenate(
+            [
+                rng.choice(n_items, size=k_in, replace=False, p=p_inside),
+                rng.choice(n_items, size=n_u - k_in, replace=False, p=p_out),
+            ]
+        )
         chosen = rng.permutation(chosen)
         unseen = np.setdiff1d(np.arange(n_items), chosen)
         test[u], valid[u] = chosen[-1], chosen[-2]
@@ -93,9 +94,7 @@ def synth_domain(
         tneg[u] = rng.choice(unseen, n_neg, replace=False)
         tu.append(np.full(n_u - 2, u))
         ti.append(chosen[:-2])
-    return RankingData(
-        n_users, n_items, np.concatenate(tu), np.concatenate(ti), valid, vneg, test, tneg
-    )
+    return RankingData(n_users, n_items, np.concatenate(tu), np.concatenate(ti), valid, vneg, test, tneg)
 
 
 @pytest.fixture(scope="module")
@@ -222,8 +221,9 @@ def test_bprmf_beats_popularity(clustered: RankingData):
 
 def test_bprmf_restores_best_weights_and_reports_progress(clustered: RankingData):
     seen = []
-    model, report = train_bprmf(clustered, dim=8, epochs=6, batch_size=256, patience=2, seed=1,
-                                progress=lambda e, m: seen.append((e, m["HR@10"])))
+    model, report = train_bprmf(
+        clustered, dim=8, epochs=6, batch_size=256, patience=2, seed=1, progress=lambda e, m: seen.append((e, m["HR@10"]))
+    )
     assert [e for e, _ in seen] == list(range(1, report.epochs_run + 1))
     users, cands = clustered.candidates("valid")
     # the returned weights are the best epoch's: re-scoring validation reproduces its HR@10
@@ -274,8 +274,11 @@ def test_sliding_examples_follow_the_paper():
     pos = label == 1
     # positives: every item after the first, history = previous <= 2 items, left-padded with 6
     assert sorted(zip(users[pos].tolist(), map(tuple, hist[pos].tolist()), cand[pos].tolist())) == [
-        (0, (0, 1), 2), (0, (6, 0), 1),
-        (3, (0, 1), 2), (3, (4, 0), 1), (3, (6, 4), 0),
+        (0, (0, 1), 2),
+        (0, (6, 0), 1),
+        (3, (0, 1), 2),
+        (3, (4, 0), 1),
+        (3, (6, 4), 0),
     ]
     assert (label == 0).sum() == 2 * pos.sum()
     for u, c in zip(users[~pos], cand[~pos]):
@@ -426,15 +429,18 @@ class _SourceParty:
 
     def receive_grad(self, grad: np.ndarray) -> None:
         u = self.users
-        source_step(self.net, self.adv, self.opt, self.stream.next_batch(), self.x_live,
-                    {k: v[u] for k, v in self.labels.items()}, grad, self.lam)
+        source_step(
+            self.net, self.adv, self.opt, self.stream.next_batch(), self.x_live, {k: v[u] for k, v in self.labels.items()}, grad, self.lam
+        )
 
 
 class _TargetParty:
     def __init__(self, data: RankingData, seed: int, cfg: dict):
         self.net = PrivNetTarget(data.n_items, cfg["dim"], cfg["hidden"], trans_dim=cfg["hidden"][0], seed=seed)
         self.opt = adam(self.net.parameters(), cfg["lr"])
-        self.stream = ExampleStream(data.histories(), data.n_items, cfg["window"], cfg["batch_size"], numpy_rng(seed, STREAM_TARGET_EXAMPLES))
+        self.stream = ExampleStream(
+            data.histories(), data.n_items, cfg["window"], cfg["batch_size"], numpy_rng(seed, STREAM_TARGET_EXAMPLES)
+        )
 
     def next_users(self) -> np.ndarray:
         self.batch = self.stream.next_batch()
@@ -454,10 +460,8 @@ def test_split_learning_matches_the_joint_loop(cross_domain: dict):
     source, target, labels = cross_domain["source"], cross_domain["target"], cross_domain["labels"]
     steps, seed, lam = 25, 7, 1.0
     cfg = SMALL
-    joint = train_privnet_joint(source, target, labels, lam=lam, epochs=1, seed=seed, single_graph=True,
-                                max_steps_per_epoch=steps, **cfg)
-    split = train_privnet_joint(source, target, labels, lam=lam, epochs=1, seed=seed, single_graph=False,
-                                max_steps_per_epoch=steps, **cfg)
+    joint = train_privnet_joint(source, target, labels, lam=lam, epochs=1, seed=seed, single_graph=True, max_steps_per_epoch=steps, **cfg)
+    split = train_privnet_joint(source, target, labels, lam=lam, epochs=1, seed=seed, single_graph=False, max_steps_per_epoch=steps, **cfg)
     # two objects that exchange only numpy arrays: users -> x_trans -> dL/dx_trans
     sp, tp = _SourceParty(source, labels, seed, lam, cfg), _TargetParty(target, seed, cfg)
     for _ in range(steps):
@@ -485,7 +489,8 @@ def test_target_gradient_is_the_gradient_of_the_target_loss():
     x = rng.normal(size=(users.size, 6)).astype(np.float32)
     ref = torch.tensor(x, requires_grad=True)
     loss = torch.nn.functional.binary_cross_entropy_with_logits(
-        tgt(batch.hist, batch.cand, ref[torch.from_numpy(inv)]), torch.from_numpy(batch.label))
+        tgt(batch.hist, batch.cand, ref[torch.from_numpy(inv)]), torch.from_numpy(batch.label)
+    )
     (g_ref,) = torch.autograd.grad(loss, ref)
     loss_value, grad = target_step(tgt, torch.optim.SGD(tgt.parameters(), lr=0.0), batch, x, inv)
     assert loss_value == pytest.approx(loss.item(), rel=1e-6)

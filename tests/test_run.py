@@ -2,10 +2,9 @@
 
 import json
 
-import numpy as np
 import pytest
 
-from sim.config import ConfigError, RunConfig
+from sim.config import ConfigError
 from sim.engine import run_experiment
 from sim.run import main
 
@@ -41,8 +40,17 @@ def test_cli_rejects_bad_options_with_valid_choices(argv, fragment, capsys):
 def test_embeddings_run_writes_every_output(synthetic_config, tmp_path):
     config = synthetic_config()
     argv = [
-        "--scenario", "embeddings", "--dataset", "synthetic", "--quick", "--quiet", "--channel", "plaintext",
-        "--out", config.out, *[a for k, v in config.synthetic.items() for a in ("--synthetic", f"{k}={v}")],
+        "--scenario",
+        "embeddings",
+        "--dataset",
+        "synthetic",
+        "--quick",
+        "--quiet",
+        "--channel",
+        "plaintext",
+        "--out",
+        config.out,
+        *[a for k, v in config.synthetic.items() for a in ("--synthetic", f"{k}={v}")],
     ]
     assert main(argv) == 0
     run_dir, results = _results(tmp_path / "runs")
@@ -73,7 +81,10 @@ def test_embeddings_run_writes_every_output(synthetic_config, tmp_path):
 def test_same_seed_same_metrics(synthetic_config):
     def metrics(cfg):
         result = run_experiment(cfg)
-        return [(r.variant.name, r.utility, {t: {a: r.attacks[t][a]["metrics"] for a in ("gender", "age_group")} for t in r.attacks}) for r in result.runs]
+        return [
+            (r.variant.name, r.utility, {t: {a: r.attacks[t][a]["metrics"] for a in ("gender", "age_group")} for t in r.attacks})
+            for r in result.runs
+        ]
 
     first = metrics(synthetic_config(variants=["transfer"]))
     second = metrics(synthetic_config(variants=["transfer"]))
@@ -86,8 +97,22 @@ def test_parallel_jobs_give_the_sequential_results_and_outputs(synthetic_config,
     seq = run_experiment(synthetic_config(variants=["transfer", "target-only"], seeds=[0, 1], channel="secure"))
     par_dir = tmp_path / "par"
     argv = [
-        "--scenario", "embeddings", "--dataset", "synthetic", "--quick", "--quiet", "--seeds", "0", "1", "--jobs", "2",
-        "--variants", "transfer", "target-only", "--out", str(par_dir),
+        "--scenario",
+        "embeddings",
+        "--dataset",
+        "synthetic",
+        "--quick",
+        "--quiet",
+        "--seeds",
+        "0",
+        "1",
+        "--jobs",
+        "2",
+        "--variants",
+        "transfer",
+        "target-only",
+        "--out",
+        str(par_dir),
         *[a for k, v in seq.config.synthetic.items() for a in ("--synthetic", f"{k}={v}")],
     ]
     assert main(argv) == 0

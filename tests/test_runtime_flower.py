@@ -32,7 +32,6 @@ from sim.runtimes.flower import (
 from sim.runtimes.inproc import InprocRuntime
 from sim.scenarios import get_scenario
 
-
 # BPR-MF training is bitwise reproducible only with one torch thread (parallel index backward
 # sums in a varying order), and these tests compare bytes: every run here uses one thread.
 THREADS = 1
@@ -191,7 +190,10 @@ def test_rejection_comes_back_as_the_same_protocol_error(synthetic_config):
 
 
 def test_role_handshake():
-    assert {r: n.node_id for r, n in discover_nodes(LocalExchange({5: {"partition-id": 1}, 9: {"partition-id": 0}}), ["source", "target"]).items()} == {"source": 9, "target": 5}
+    assert {
+        r: n.node_id
+        for r, n in discover_nodes(LocalExchange({5: {"partition-id": 1}, 9: {"partition-id": 0}}), ["source", "target"]).items()
+    } == {"source": 9, "target": 5}
     pinned = discover_nodes(LocalExchange({5: {"role": "source"}, 9: {"role": "target"}}), ["source", "target"])
     assert (pinned["source"].node_id, pinned["source"].pinned) == (5, True)
     with pytest.raises(RunError, match="both claim role 'source'"):
@@ -253,7 +255,7 @@ def test_unknown_party_and_unanswered_node(synthetic_config):
 def test_serverapp_failure_leaves_a_failed_run_directory(synthetic_config, tmp_path):
     """The ServerApp's own logic (coordinate) on in-process nodes: a party that fails ends
     the run with its error, and results.json says so."""
-    from sim.runtimes.flower import coordinate, prepare_run, load_settings
+    from sim.runtimes.flower import coordinate, load_settings, prepare_run
 
     config = synthetic_config(runtime="flower", variants=["transfer"], options={"epochs": 0})
     settings = load_settings(prepare_run(config, tmp_path / "run", quiet=True))
@@ -321,8 +323,23 @@ def inproc_reference(tmp_path_factory):
 
 # Fresh identity and ephemeral keys per run: on the secure channel, bytes differ but every
 # cleartext header field and every size must be the same.
-_SECURE_FIELDS = ("seed", "variant", "index", "type", "sender", "receiver", "suite", "epoch", "seq", "round",
-                  "op", "artifact", "size", "body_length", "status")
+_SECURE_FIELDS = (
+    "seed",
+    "variant",
+    "index",
+    "type",
+    "sender",
+    "receiver",
+    "suite",
+    "epoch",
+    "seq",
+    "round",
+    "op",
+    "artifact",
+    "size",
+    "body_length",
+    "status",
+)
 
 
 _SYNTHETIC = dict(
@@ -337,9 +354,7 @@ _SYNTHETIC = dict(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "runtime, channel", [("flower", "plaintext"), ("flower-deployment", "plaintext"), ("flower", "secure")]
-)
+@pytest.mark.parametrize("runtime, channel", [("flower", "plaintext"), ("flower-deployment", "plaintext"), ("flower", "secure")])
 def test_flower_run_equals_inproc(runtime, channel, inproc_reference, tmp_path):
     from sim.config import RunConfig
     from sim.run import execute

@@ -208,7 +208,10 @@ def test_protocol_errors_come_back_as_the_same_protocol_error(shared, synthetic_
                 shared.call("target", envelope)
             assert type(via_ray.value) is ProtocolError
             assert (via_ray.value.code, via_ray.value.detail, via_ray.value.sender) == (
-                in_proc.value.code, in_proc.value.detail, in_proc.value.sender)
+                in_proc.value.code,
+                in_proc.value.detail,
+                in_proc.value.sender,
+            )
         assert shared.receiver_view("target") == inproc.receiver_view("target") == []
         with pytest.raises(RunError, match=r"no party named 'nobody'"):
             shared.call("nobody", ping)
@@ -437,7 +440,7 @@ def test_local_mode_start_close_leaves_nothing_behind(synthetic_config):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=150, env=env, cwd="/")
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    out = json.loads(lines[-1][len("RESULT "):])
+    out = json.loads(lines[-1][len("RESULT ") :])
     assert out["initialized_after_idle_close"] is False
     assert out["started_local"] is True and out["initialized_while_running"] is True
     assert out["running"] >= 3 and out["actors_in_session"]  # GCS, raylet, the actors' workers

@@ -19,8 +19,16 @@ from sim.runtimes.inproc import InprocRuntime
 from sim.scenarios import get_scenario
 from sim.world import channel_from_json, world
 
-OPTIONS = {"dim": 16, "hidden": [16, 8], "adv_hidden": [16], "epochs": 3, "patience": 1,
-           "batch_size": 64, "lr": 5e-3, "max_steps_per_epoch": 12}
+OPTIONS = {
+    "dim": 16,
+    "hidden": [16, 8],
+    "adv_hidden": [16],
+    "epochs": 3,
+    "patience": 1,
+    "batch_size": 64,
+    "lr": 5e-3,
+    "max_steps_per_epoch": 12,
+}
 
 
 def test_parties_reproduce_the_reference_loop(synthetic_config):
@@ -31,8 +39,19 @@ def test_parties_reproduce_the_reference_loop(synthetic_config):
     w = world(config.run_dict(0))
     labels = w.attributes.restricted_to(w.public).as_dict()
     source, target, _, report = train_privnet_joint(
-        w.split.source, w.split.target, labels, lam=1.0, epochs=3, batch_size=64, lr=5e-3, seed=0,
-        patience=1, dim=16, hidden=(16, 8), adv_hidden=(16,), max_steps_per_epoch=12,
+        w.split.source,
+        w.split.target,
+        labels,
+        lam=1.0,
+        epochs=3,
+        batch_size=64,
+        lr=5e-3,
+        seed=0,
+        patience=1,
+        dim=16,
+        hidden=(16, 8),
+        adv_hidden=(16,),
+        max_steps_per_epoch=12,
     )
     x = transferred_representations(source, w.split.source.histories())
     reference, _, _ = evaluate_privnet(target, w.split.target, x, "test")
@@ -78,8 +97,17 @@ def test_adversary_lowers_leakage_on_planted_signal(synthetic_config):
     a strongly planted gender signal. The attacker gets 5 updates per step at lr 1e-2
     (`adv_steps`, `adv_lr`): with the paper's single step the objective can flip the attribute
     instead of removing it on small data (see the scenario's notes)."""
-    options = {"dim": 32, "hidden": [32, 16], "adv_hidden": [32], "epochs": 6, "patience": 3,
-               "batch_size": 128, "lr": 2e-3, "adv_steps": 5, "adv_lr": 1e-2}
+    options = {
+        "dim": 32,
+        "hidden": [32, 16],
+        "adv_hidden": [32],
+        "epochs": 6,
+        "patience": 3,
+        "batch_size": 128,
+        "lr": 2e-3,
+        "adv_steps": 5,
+        "adv_lr": 1e-2,
+    }
     synthetic = {"n_users": 1000, "n_items": 300, "mean_interactions": 60, "signal": 3.0, "seed": 0}
     config = synthetic_config("privnet", variants=["lambda=0", "lambda=1"], options=options, quick=False, synthetic=synthetic)
     runs = {r.variant.name: r for r in run_experiment(config).runs}
@@ -119,11 +147,22 @@ def _run_cold(variant_name: str, **extra) -> tuple[float, np.ndarray | None]:
     """(test HR@10, released x_trans of every user or None) of one variant through the parties."""
     scenario = get_scenario("privnet")
     (variant,) = [v for v in scenario.variants(False) if v.name == variant_name]
-    options = {"dim": 32, "hidden": [32, 16], "adv_hidden": [32], "window": 5, "batch_size": 64,
-               "lr": 1e-2, "epochs": 15, "patience": 5, **extra, **variant.options}
+    options = {
+        "dim": 32,
+        "hidden": [32, 16],
+        "adv_hidden": [32],
+        "window": 5,
+        "batch_size": 64,
+        "lr": 1e-2,
+        "epochs": 15,
+        "patience": 5,
+        **extra,
+        **variant.options,
+    }
     runtime = InprocRuntime()
-    runtime.start([PartySpec(role, "test_scenario_privnet:build_cold_party", {"role": role, "options": options})
-                   for role in ("source", "target")])
+    runtime.start(
+        [PartySpec(role, "test_scenario_privnet:build_cold_party", {"role": role, "options": options}) for role in ("source", "target")]
+    )
     try:
         outcome = scenario.drive(Relay(runtime, channel_from_json(_PLAINTEXT).endpoint(COORDINATOR)), variant)
         receiver = Eavesdropper("receiver")

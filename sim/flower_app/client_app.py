@@ -137,7 +137,9 @@ def _rebuild(request: DeliverRequest, history: list[bytes], digest: str) -> _Hos
     # ids, ephemeral X25519 keys) is derived per generation from a secret only this party
     # holds: its identity private key (the plaintext suite draws no randomness).
     secret = endpoint.identity.private_bytes() if endpoint.identity is not None else b""
-    endpoint.rng = seeded_rng(hashlib.sha256(b"cdrsim-flower/rng\x00" + request.generation.encode() + b"\x00" + party.name.encode() + b"\x00" + secret).digest())
+    endpoint.rng = seeded_rng(
+        hashlib.sha256(b"cdrsim-flower/rng\x00" + request.generation.encode() + b"\x00" + party.name.encode() + b"\x00" + secret).digest()
+    )
     hosted = _Hosted(request.generation, party, 0, _GENESIS)
     for envelope in history:
         hosted.digest = _chain(hosted.digest, envelope, _handle(party, envelope))

@@ -41,8 +41,7 @@ def _record(content: RecordDict, key: str) -> ConfigRecord:
         record = content.config_records[key]
     except KeyError:
         raise CarrierError(
-            f"the Flower message has no ConfigRecord {key!r} (records: {sorted(content.config_records)}); "
-            "was it sent by another app?"
+            f"the Flower message has no ConfigRecord {key!r} (records: {sorted(content.config_records)}); was it sent by another app?"
         ) from None
     if record.get("wire") != WIRE:
         raise CarrierError(f"carrier format {record.get('wire')!r} is not {WIRE!r}: coordinator and node run different cdrsim versions")
@@ -64,7 +63,7 @@ class Hello:
         return RecordDict({REPLY_KEY: ConfigRecord({"wire": WIRE, "role": self.role, "partition": self.partition, "pid": self.pid})})
 
     @classmethod
-    def from_content(cls, content: RecordDict) -> "Hello":
+    def from_content(cls, content: RecordDict) -> Hello:
         r = _record(content, REPLY_KEY)
         return cls(role=str(r["role"]), partition=int(r["partition"]), pid=int(r["pid"]))
 
@@ -97,7 +96,7 @@ class DeliverRequest:
         )
 
     @classmethod
-    def from_content(cls, content: RecordDict) -> "DeliverRequest":
+    def from_content(cls, content: RecordDict) -> DeliverRequest:
         r = _record(content, REQUEST_KEY)
         return cls(
             generation=str(r["generation"]),
@@ -149,7 +148,7 @@ class DeliverReply:
         )
 
     @classmethod
-    def from_content(cls, content: RecordDict) -> "DeliverReply":
+    def from_content(cls, content: RecordDict) -> DeliverReply:
         r = _record(content, REPLY_KEY)
         flat, counts = list(r["out"]), [int(c) for c in r["counts"]]
         if sum(counts) != len(flat):

@@ -20,9 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import Endpoint, Message, ProtocolError, peek_header
-
 from parties.base import COORDINATOR, Party
+from protocol import Endpoint, Message, ProtocolError, peek_header
 
 
 class RunError(Exception):

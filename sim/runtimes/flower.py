@@ -423,7 +423,14 @@ def coordinate(exchange: Exchange, settings: dict[str, Any]) -> dict[str, Any]:
         nodes = discover_nodes(exchange, PARTIES, timeout=float(settings.get("nodes_timeout", DEFAULT_NODES_TIMEOUT)))
         timing["flower_nodes_seconds"] = time.perf_counter() - t
         say("nodes: " + ", ".join(f"{r}=node {n.node_id} (pid {n.pid})" for r, n in nodes.items()))
-        timing.update(_ping(exchange, nodes["source"].node_id, int(settings.get("ping_rounds", 0)), float(settings.get("call_timeout", DEFAULT_CALL_TIMEOUT))))
+        timing.update(
+            _ping(
+                exchange,
+                nodes["source"].node_id,
+                int(settings.get("ping_rounds", 0)),
+                float(settings.get("call_timeout", DEFAULT_CALL_TIMEOUT)),
+            )
+        )
         runtime = FlowerRuntime(
             exchange,
             nodes,
@@ -530,7 +537,7 @@ def run_experiment_flower(
     quiet: bool = False,
     call_timeout: float = DEFAULT_CALL_TIMEOUT,
     nodes_timeout: float = DEFAULT_NODES_TIMEOUT,
-    deployment: "LocalDeployment | None" = None,
+    deployment: LocalDeployment | None = None,
     timeout: float | None = None,
     ping_rounds: int = 0,
 ) -> dict[str, Any]:
@@ -695,7 +702,7 @@ class LocalDeployment:
     _home: Path | None = field(default=None, init=False, repr=False)  # FLWR_HOME of this deployment
     _logs: Path | None = field(default=None, init=False, repr=False)
 
-    def __enter__(self) -> "LocalDeployment":
+    def __enter__(self) -> LocalDeployment:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -712,8 +719,15 @@ class LocalDeployment:
             self.superlink_port = _free_port(self.host)
             self._spawn(
                 "superlink",
-                [_tool("flower-superlink"), *self._server_tls(), "--host", self.host, "--port", str(self.superlink_port),
-                 "--disable-runtime-dependency-installation"],
+                [
+                    _tool("flower-superlink"),
+                    *self._server_tls(),
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(self.superlink_port),
+                    "--disable-runtime-dependency-installation",
+                ],
             )
             self._wait_port(self.superlink_port, "superlink")
             address = f"{self.host}:{self.superlink_port}"
@@ -722,8 +736,18 @@ class LocalDeployment:
                 ports[role] = _free_port(self.host)
                 self._spawn(
                     f"supernode-{role}",
-                    [_tool("flower-supernode"), *self._client_tls(), "--superlink", address, "--host", self.host,
-                     "--port", str(ports[role]), "--node-config", f'role="{role}"'],
+                    [
+                        _tool("flower-supernode"),
+                        *self._client_tls(),
+                        "--superlink",
+                        address,
+                        "--host",
+                        self.host,
+                        "--port",
+                        str(ports[role]),
+                        "--node-config",
+                        f'role="{role}"',
+                    ],
                 )
             for role, port in ports.items():  # started together, waited for together
                 self._wait_port(port, f"supernode-{role}")
@@ -735,8 +759,14 @@ class LocalDeployment:
     def _server_tls(self) -> list[str]:
         if self.tls is None:
             return ["--insecure"]
-        return ["--ssl-ca-certfile", str(self.tls.ca_cert), "--ssl-certfile", str(self.tls.server_cert),
-                "--ssl-keyfile", str(self.tls.server_key)]
+        return [
+            "--ssl-ca-certfile",
+            str(self.tls.ca_cert),
+            "--ssl-certfile",
+            str(self.tls.server_cert),
+            "--ssl-keyfile",
+            str(self.tls.server_key),
+        ]
 
     def _client_tls(self) -> list[str]:
         return ["--insecure"] if self.tls is None else ["--root-certificates", str(self.tls.ca_cert)]

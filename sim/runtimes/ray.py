@@ -177,8 +177,9 @@ class RayTap:
     bytes that were put on the wire.
     """
 
-    def __init__(self, actor: Any, observer: Observer, *, timeout: float | None = DEFAULT_CALL_TIMEOUT,
-                 max_in_flight: int = TAP_MAX_IN_FLIGHT):
+    def __init__(
+        self, actor: Any, observer: Observer, *, timeout: float | None = DEFAULT_CALL_TIMEOUT, max_in_flight: int = TAP_MAX_IN_FLIGHT
+    ):
         self.actor = actor
         self.observer = observer
         self.timeout = timeout
@@ -382,8 +383,7 @@ class RayRuntime(Runtime):
             if not self._idle_taps:  # created alongside the parties: the engine asks for a tap next
                 self._idle_taps.append(self._new(EAVESDROPPER, TapActor))
             loads = {
-                spec.name: self.actors[spec.name].load.remote(spec.name, spec.factory, spec.config, self.torch_threads)
-                for spec in specs
+                spec.name: self.actors[spec.name].load.remote(spec.name, spec.factory, spec.config, self.torch_threads) for spec in specs
             }
             self._await_ready(loads, "start")
         except BaseException:

@@ -25,8 +25,7 @@ def get_scenario(name: str) -> Scenario:
         return _SCENARIOS[name]()
     except KeyError:
         raise UnknownScenario(
-            f"unknown scenario {name!r}; valid scenarios: {', '.join(scenario_names())} "
-            "(see `python -m sim.run --list`)"
+            f"unknown scenario {name!r}; valid scenarios: {', '.join(scenario_names())} (see `python -m sim.run --list`)"
         ) from None
 
 

@@ -31,7 +31,7 @@ class Outcome:
     details: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_report(cls, report: Message, **details: Any) -> "Outcome":
+    def from_report(cls, report: Message, **details: Any) -> Outcome:
         per_user = {k: np.asarray(v) for k, v in report.arrays.items()}
         extra = {k: v for k, v in report.meta.items() if k not in ("op", "utility")}
         return cls(utility=dict(report.meta["utility"]), per_user=per_user, details={**extra, **details})

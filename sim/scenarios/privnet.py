@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from parties.privnet import REPRESENTATION_KIND, RELEASED, PrivNetSourceParty, PrivNetTargetParty
+from parties.privnet import RELEASED, REPRESENTATION_KIND, PrivNetSourceParty, PrivNetTargetParty
 
 from ..runtimes.base import Relay, RunError
 from .base import Outcome, Scenario, Variant
@@ -41,10 +41,17 @@ class PrivNetScenario(Scenario):
         # ML-100K (933 users) plateaus for 3-4 epochs early on; patience 3 stopped one run in
         # three before epoch 8 and cost it up to 0.15 HR@10 (3 seeds x 9 variants, measured).
         if quick:
-            return {"dim": 16, "hidden": [16, 8], "adv_hidden": [16], "epochs": 2, "patience": 1,
-                    "batch_size": 128, "lr": 5e-3, "max_steps_per_epoch": 15}
-        return {"dim": 80, "hidden": [80, 64], "adv_hidden": [64], "epochs": 50, "patience": 5,
-                "batch_size": 128, "lr": 5e-4}
+            return {
+                "dim": 16,
+                "hidden": [16, 8],
+                "adv_hidden": [16],
+                "epochs": 2,
+                "patience": 1,
+                "batch_size": 128,
+                "lr": 5e-3,
+                "max_steps_per_epoch": 15,
+            }
+        return {"dim": 80, "hidden": [80, 64], "adv_hidden": [64], "epochs": 50, "patience": 5, "batch_size": 128, "lr": 5e-4}
 
     def party_classes(self) -> dict[str, type]:
         return {"source": PrivNetSourceParty, "target": PrivNetTargetParty}

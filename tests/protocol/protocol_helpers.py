@@ -30,12 +30,8 @@ def secure_endpoints(*, limits: Limits = Limits(), rekey_every: int | None = Non
     }
 
 
-def plaintext_endpoints(
-    *, limits: Limits = Limits(), session_seed: bytes = b"seed", rekey_every: int | None = None
-) -> dict[str, Endpoint]:
-    return {
-        n: Endpoint(n, suite="plaintext", limits=limits, session_seed=session_seed, rekey_every=rekey_every) for n in PARTIES
-    }
+def plaintext_endpoints(*, limits: Limits = Limits(), session_seed: bytes = b"seed", rekey_every: int | None = None) -> dict[str, Endpoint]:
+    return {n: Endpoint(n, suite="plaintext", limits=limits, session_seed=session_seed, rekey_every=rekey_every) for n in PARTIES}
 
 
 def run(endpoints: dict[str, Endpoint], envelopes: list[bytes], *, tap: list | None = None) -> list[Message]:

@@ -19,9 +19,7 @@ NO_CUTOFF = Limits(max_rejections=10**9)  # the model counts replays on purpose
 
 # ----------------------------------------------------------------------------- strategies
 
-names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12).filter(
-    lambda s: s != "__metadata__"
-)
+names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12).filter(lambda s: s != "__metadata__")
 party = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=10)
 
 

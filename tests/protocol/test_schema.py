@@ -15,8 +15,19 @@ def test_schema_hash_is_pinned_with_the_wire_version():
 def test_schema_description_covers_the_contract():
     d = describe()
     assert [f[0] for f in d["header_fields"]] == [
-        "version", "suite", "type", "session_id", "sender", "receiver", "epoch", "seq", "round",
-        "reply_to", "body_length", "manifest", "meta",
+        "version",
+        "suite",
+        "type",
+        "session_id",
+        "sender",
+        "receiver",
+        "epoch",
+        "seq",
+        "round",
+        "reply_to",
+        "body_length",
+        "manifest",
+        "meta",
     ]
     assert "PEER_CUT_OFF" in d["error_codes"] and "hs_init" in d["handshake_types"]
     assert d["secure"]["chunk_size"] == 16 * 1024 * 1024

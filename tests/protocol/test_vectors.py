@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from protocol import ErrorCode, WIRE_VERSION, schema_hash
+from protocol import WIRE_VERSION, ErrorCode, schema_hash
 from protocol.vectors_gen import VECTOR_DIR, build_all, dump, replay
 
 FILES = ("codec.json", "endpoint_plaintext.json", "endpoint_secure.json")
@@ -73,9 +73,23 @@ def test_vectors_cover_the_required_cases():
                 comments.append(t["comment"])
                 if t["result"] == "valid" and t["op"] in ("send", "encode"):
                     types.add((g.get("suite", "plaintext"), t["message"]["type"]))
-    required = {"BAD_MAGIC", "TRUNCATED", "OVERSIZED", "UNSUPPORTED_VERSION", "DOWNGRADE", "WRONG_RECEIVER",
-                "WRONG_SESSION", "WRONG_EPOCH", "REPLAY", "STALE", "DUPLICATE_KEY", "DISALLOWED_DTYPE",
-                "MANIFEST_MISMATCH", "AUTH_FAILED", "HANDSHAKE_FAILED"}
+    required = {
+        "BAD_MAGIC",
+        "TRUNCATED",
+        "OVERSIZED",
+        "UNSUPPORTED_VERSION",
+        "DOWNGRADE",
+        "WRONG_RECEIVER",
+        "WRONG_SESSION",
+        "WRONG_EPOCH",
+        "REPLAY",
+        "STALE",
+        "DUPLICATE_KEY",
+        "DISALLOWED_DTYPE",
+        "MANIFEST_MISMATCH",
+        "AUTH_FAILED",
+        "HANDSHAKE_FAILED",
+    }
     assert required <= set(codes)
     from protocol import APPLICATION_TYPES
 
