@@ -1,5 +1,7 @@
-"""The passive eavesdropper: records every envelope it sees, decodes what it can, reassembles
-artifacts, and saves what it captured so that anyone can run their own attacks on it.
+"""The passive eavesdropper: records every envelope it sees, decodes what it can and
+reassembles artifacts. What it captured is written to disk and read back by
+attacks/capture_files.py (`Eavesdropper.save`, `load_artifact`), so that anyone can run their
+own attacks on it.
 
 `Eavesdropper.observe(bytes)` only appends (the tap sees every message of a training run);
 decoding happens lazily, the first time `intercepts`, `artifacts()`, `summary()` or `save()` is
@@ -11,21 +13,24 @@ An Eavesdropper is callable, so it plugs straight into a relay's list of taps.
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from safetensors.numpy import load_file, save_file
 
-if TYPE_CHECKING:  # only for annotations; the codec is imported lazily (see _codec)
-    from protocol import Message
+from protocol import Message
+from protocol import decode as protocol_decode
+from protocol import peek_header as protocol_peek_header
+
+from .artifact import Artifact
+from .capture_files import load_artifact, save_capture
+from .jsonable import json_safe
+
+__all__ = ["ARTIFACT_TYPE", "Artifact", "Eavesdropper", "Intercept", "load_artifact"]
 
 Decoder = Callable[[bytes], Any]
 HeaderPeeker = Callable[[bytes], dict]
@@ -34,18 +39,6 @@ ARTIFACT_TYPE = "artifact"
 RETAIN_FLUSH_BYTES = 64 * 1024 * 1024
 # Runs of the message order kept in summary(); a long training run alternates types thousands of times.
 MAX_ORDER_RUNS = 200
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def _codec() -> tuple[Decoder, HeaderPeeker]:
-    try:
-        from protocol import decode, peek_header
-    except ImportError as exc:  # the protocol package is the only project import allowed here
-        raise ImportError(
-            "attacks.tap needs protocol.decode and protocol.peek_header; install the cdrsim "
-            "protocol package or pass decode=/peek_header= to Eavesdropper"
-        ) from exc
-    return decode, peek_header
 
 
 def _error_text(exc: BaseException) -> str:
@@ -65,25 +58,6 @@ def _text(value: Any) -> str:
 
 def _reason(error: str) -> str:
     return error.split(":", 1)[0]
-
-
-def _json_safe(value: Any) -> Any:
-    """Header fields and meta as JSON: bytes as hex, numpy scalars/arrays as numbers/lists."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).hex()
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(getattr(value, "value", value))
 
 
 @dataclass
@@ -111,53 +85,19 @@ class Intercept:
             return _text(self.header["type"])
         return "?"
 
-
-@dataclass
-class Artifact:
-    """A per-user artifact reassembled from its chunks: `arrays` excludes `user_ids`; every
-    array has one row per entry of `user_ids`."""
-
-    name: str
-    kind: str
-    meta: dict
-    user_ids: np.ndarray
-    arrays: dict[str, np.ndarray]
-    complete: bool = True
-    missing_chunks: tuple[int, ...] = ()
-    sender: str = ""
-    receiver: str = ""
-    round: int = 0
-
-    def features(self, field: str | None = None) -> np.ndarray:
-        """Per-user feature matrix [n_users, d] (each row flattened, float32), rows ordered
-        like `user_ids`. `field=None` concatenates every array in sorted name order."""
-        names = [field] if field is not None else sorted(self.arrays)
-        missing = [n for n in names if n not in self.arrays]
-        if missing:
-            raise KeyError(f"artifact {self.name!r} has no field {missing[0]!r}; fields: {sorted(self.arrays)}")
-        n = int(self.user_ids.shape[0])
-        blocks = []
-        for key in names:
-            arr = self.arrays[key]
-            if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-                raise TypeError(f"artifact {self.name!r}: field {key!r} has non-numeric dtype {arr.dtype}")
-            blocks.append(arr.reshape(n, -1).astype(np.float32))
-        if not blocks:
-            return np.zeros((n, 0), dtype=np.float32)
-        return np.concatenate(blocks, axis=1)
-
-    def features_for(self, user_ids: np.ndarray, field: str | None = None) -> np.ndarray:
-        """Feature rows for the given users (first occurrence of each id); raises if one is absent."""
-        feats = self.features(field)
-        unique_ids, first = np.unique(np.asarray(self.user_ids, dtype=np.int64), return_index=True)
-        wanted = np.asarray(user_ids, dtype=np.int64).reshape(-1)
-        pos = np.searchsorted(unique_ids, wanted)
-        clipped = np.minimum(pos, max(0, unique_ids.size - 1))
-        found = (pos < unique_ids.size) & (unique_ids[clipped] == wanted) if unique_ids.size else np.zeros(wanted.size, bool)
-        if not found.all():
-            absent = wanted[~found]
-            raise KeyError(f"artifact {self.name!r} has no rows for users {absent[:10].tolist()} ({absent.size} missing)")
-        return feats[first[clipped]]
+    def describe(self) -> dict:
+        """The intercept as one entry of a saved capture's index.json."""
+        meta = dict(self.message.meta) if self.message is not None and _text(self.message.type) == ARTIFACT_TYPE else {}
+        return {
+            "index": self.index,
+            "point": self.point,
+            "size": self.size,
+            "decoded": self.message is not None,
+            "error": self.error,
+            "header": self.header,
+            "artifact": meta.get("artifact"),
+            "chunk": meta.get("chunk"),
+        }
 
 
 class Eavesdropper:
@@ -180,8 +120,9 @@ class Eavesdropper:
         self.keep_raw = keep_raw
         self.retain_kinds = None if retain_kinds is None else frozenset(retain_kinds)
         self._undecoded_bytes = 0
-        self._decode = decode
-        self._peek = peek_header
+        # Another codec can be given (tests use a stand-in wire format).
+        self._decode = decode or protocol_decode
+        self._peek = peek_header or protocol_peek_header
         self._intercepts: list[Intercept] = []
         self._pending = 0  # index of the first intercept not yet decoded
         self._artifacts: dict[str, Artifact] | None = None
@@ -219,10 +160,6 @@ class Eavesdropper:
     def _decode_pending(self) -> None:
         if self._pending >= len(self._intercepts):
             return
-        if self._decode is None or self._peek is None:
-            decode, peek = _codec()
-            self._decode = self._decode or decode
-            self._peek = self._peek or peek
         for rec in self._intercepts[self._pending :]:
             if rec.attempted:
                 continue
@@ -382,7 +319,7 @@ class Eavesdropper:
                 order[-1]["bytes"] += rec.size
             else:
                 order.append({"type": t, "sender": sender, "receiver": receiver, "count": 1, "bytes": rec.size})
-        return _json_safe(
+        return json_safe(
             {
                 "eavesdropper": self.name,
                 "intercepts": len(recs),
@@ -435,110 +372,5 @@ class Eavesdropper:
 
         `kinds` limits the artifact files to those kinds (e.g. the released representation,
         not thousands of per-step training messages); every intercept stays in the index.
-
-        Returns the written paths."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        wanted = None if kinds is None else set(kinds)
-        artifacts = {n: a for n, a in self.artifacts().items() if wanted is None or a.kind in wanted}
-        written: list[Path] = []
-        files: dict[str, str] = {}
-        used: set[str] = set()
-        for name, art in artifacts.items():
-            stem = _SAFE_NAME.sub("_", name) or "artifact"
-            while stem in used:
-                stem += "_"
-            used.add(stem)
-            path = directory / f"artifact-{stem}.safetensors"
-            tensors = {"user_ids": np.ascontiguousarray(art.user_ids)}
-            tensors.update({k: np.ascontiguousarray(v) for k, v in art.arrays.items()})
-            info = {
-                "name": art.name,
-                "kind": art.kind,
-                "meta": art.meta,
-                "complete": art.complete,
-                "missing_chunks": list(art.missing_chunks),
-                "sender": art.sender,
-                "receiver": art.receiver,
-                "round": art.round,
-            }
-            # One metadata key keeps the file bytes deterministic.
-            save_file(tensors, str(path), metadata={"cdrsim": json.dumps(_json_safe(info), sort_keys=True)})
-            files[name] = path.name
-            written.append(path)
-
-        users_path = directory / "users.csv"
-        _users_table(artifacts, users).to_csv(users_path, index=False)
-        written.append(users_path)
-
-        index_path = directory / "index.json"
-        index = {
-            "summary": self.summary(),
-            "artifact_files": files,
-            "intercepts": [
-                {
-                    "index": r.index,
-                    "point": r.point,
-                    "size": r.size,
-                    "decoded": r.message is not None,
-                    "error": r.error,
-                    "header": r.header,
-                    "artifact": (
-                        dict(r.message.meta).get("artifact") if r.message is not None and _text(r.message.type) == ARTIFACT_TYPE else None
-                    ),
-                    "chunk": (
-                        dict(r.message.meta).get("chunk") if r.message is not None and _text(r.message.type) == ARTIFACT_TYPE else None
-                    ),
-                }
-                for r in self.intercepts
-            ],
-        }
-        index_path.write_text(json.dumps(_json_safe(index), indent=1, sort_keys=True))
-        written.append(index_path)
-        return written
-
-
-def _users_table(artifacts: Mapping[str, Artifact], users: pd.DataFrame | None) -> pd.DataFrame:
-    seen = np.unique(np.concatenate([a.user_ids for a in artifacts.values()])) if artifacts else np.zeros(0, dtype=np.int64)
-    table = pd.DataFrame({"user_id": seen.astype(np.int64), "intercepted": True})
-    if users is None:
-        return table
-    labels = users.copy()
-    if "user_id" not in labels.columns:
-        labels = labels.rename_axis("user_id").reset_index()
-    try:
-        labels["user_id"] = labels["user_id"].astype(np.int64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            "users must identify users by integer ids, in a 'user_id' column or as its index "
-            f"(the ids the artifacts carry); got {labels['user_id'].dtype}"
-        ) from exc
-    labels = labels.drop(columns=["intercepted"], errors="ignore")
-    merged = table.merge(labels, on="user_id", how="outer")
-    merged["intercepted"] = merged["intercepted"].astype("boolean").fillna(False).astype(bool)
-    return merged.sort_values("user_id", kind="stable").reset_index(drop=True)
-
-
-def load_artifact(path: Path | str) -> Artifact:
-    """Read back an artifact written by `Eavesdropper.save`."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    with safe_open(str(path), framework="numpy") as f:
-        info = json.loads((f.metadata() or {}).get("cdrsim", "{}"))
-    tensors = load_file(str(path))
-    if "user_ids" not in tensors:
-        raise ValueError(f"{path} has no 'user_ids' tensor; it was not written by Eavesdropper.save")
-    user_ids = tensors.pop("user_ids")
-    return Artifact(
-        name=str(info.get("name", path.stem)),
-        kind=str(info.get("kind", "")),
-        meta=dict(info.get("meta", {})),
-        user_ids=user_ids,
-        arrays=tensors,
-        complete=bool(info.get("complete", True)),
-        missing_chunks=tuple(info.get("missing_chunks", ())),
-        sender=str(info.get("sender", "")),
-        receiver=str(info.get("receiver", "")),
-        round=int(info.get("round", 0)),
-    )
+        `load_artifact` reads an artifact file back. Returns the written paths."""
+        return save_capture(self, directory, users=users, kinds=kinds)
