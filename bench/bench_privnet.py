@@ -28,8 +28,8 @@ def run_mode(mode: str, epochs: int, steps: int, channel: str) -> dict:
     torch.set_num_threads(1)
     from models.privnet import train_privnet_joint
     from sim.config import RunConfig
-    from sim.engine import Keys, coordinator_endpoint, party_specs
-    from sim.runtimes.base import Relay
+    from sim.coordinator import Relay, start_parties
+    from sim.engine import channel_config, party_specs
     from sim.runtimes.inproc import InprocRuntime
     from sim.scenarios import get_scenario
     from sim.world import world
@@ -37,7 +37,7 @@ def run_mode(mode: str, epochs: int, steps: int, channel: str) -> dict:
     scenario = get_scenario("privnet")
     config = RunConfig(scenario="privnet", channel=channel, options={"epochs": epochs, "max_steps_per_epoch": steps, "patience": 50})
     w = world(config.run_dict(0))
-    opts = {**scenario.options(False), **config.options}
+    opts = {**scenario.defaults(False), **config.options}
     batch = int(opts["batch_size"])
     started = time.perf_counter()
     if mode == "plain":
@@ -60,10 +60,8 @@ def run_mode(mode: str, epochs: int, steps: int, channel: str) -> dict:
         messages = 0
     else:
         (variant,) = [v for v in scenario.variants(False) if v.name == "lambda=1"]
-        keys = Keys.generate() if channel == "secure" else None
         runtime = InprocRuntime()
-        runtime.start(party_specs(config, scenario, variant, 0, keys))
-        relay = Relay(runtime, coordinator_endpoint(config, 0, keys))
+        relay = Relay(runtime, start_parties(runtime, party_specs(config, scenario, variant, 0), channel_config(config, 0)))
         scenario.drive(relay, variant)
         messages = relay.messages
     seconds = time.perf_counter() - started

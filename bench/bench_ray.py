@@ -118,30 +118,20 @@ def scenario_config(args: argparse.Namespace, runtime: str):
 
 
 def run_scenario(args: argparse.Namespace, runtime: str, reuse: bool = False) -> tuple[float, list[dict]]:
-    import sim.engine as engine
+    from sim.engine import run_experiment
+    from sim.executors import InlineExecutor, make_executor
+    from sim.runtimes.ray import RayRuntime
 
     config = scenario_config(args, runtime)
-    keys = KEYS if config.channel == "secure" else None
-    original = engine.make_runtime
-    if reuse:
-        from sim.runtimes.ray import RayRuntime
-
-        engine.make_runtime = lambda c: RayRuntime(torch_threads=c.torch_threads, reuse_actors=True)
-    try:
-        started = time.perf_counter()
-        result = engine.run_experiment(config, keys=keys)
-        seconds = time.perf_counter() - started
-    finally:
-        engine.make_runtime = original
-    lines = [line for run in result.runs for line in run.transcript.lines]
+    executor = InlineExecutor(RayRuntime(torch_threads=config.torch_threads, reuse_actors=True)) if reuse else make_executor(config)
+    started = time.perf_counter()
+    result = run_experiment(config, executor)
+    seconds = time.perf_counter() - started
+    lines = [line for run in result.runs for line in run.transcript]
     return seconds, lines
 
 
-KEYS = None
-
-
 def main(argv: list[str] | None = None) -> int:
-    global KEYS
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="skip the 256 MB envelopes")
     p.add_argument("--dataset", default="synthetic", choices=["synthetic", "ml-100k"])
@@ -156,12 +146,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from sim.engine import Keys
     from sim.runtimes.ray import RayRuntime
     from sim.world import world
 
     torch.set_num_threads(args.threads)
-    KEYS = Keys.generate() if args.channel == "secure" else None
     world(scenario_config(args, "inproc").run_dict(0))  # load data once, outside the timings
 
     sizes = [s for s in SIZES if not (args.quick and s > 64 << 20)]
@@ -185,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = scenario_config(args, "ray")
         scen = get_scenario("embeddings")
         started = time.perf_counter()
-        runtime.start(party_specs(cfg, scen, scen.variants(True)[0], 0, KEYS))
+        runtime.start(party_specs(cfg, scen, scen.variants(True)[0], 0))
         startup["party_actors_start_s"] = round(time.perf_counter() - started, 3)
         runtime.stop()
 

@@ -24,6 +24,7 @@ from models.bprmf import train_bprmf  # noqa: E402
 from sim.config import RunConfig  # noqa: E402
 from sim.engine import run_experiment  # noqa: E402
 from sim.evaluate import attack_features  # noqa: E402
+from sim.executors import make_executor  # noqa: E402
 from sim.scenarios import get_scenario  # noqa: E402
 from sim.world import world  # noqa: E402
 
@@ -32,7 +33,7 @@ def direct(config: RunConfig) -> float:
     """The transfer variant's work without parties: train, transfer, train, score, attack twice."""
     started = time.perf_counter()
     w = world(config.run_dict(config.seeds[0]))
-    options = {**get_scenario("embeddings").options(config.quick)}
+    options = get_scenario("embeddings").defaults(config.quick)
     seed = config.seeds[0]
     source, _ = train_bprmf(w.split.source, seed=seed, **options)
     vectors = source.user_vectors()
@@ -45,7 +46,7 @@ def direct(config: RunConfig) -> float:
 
 def through_parties(config: RunConfig) -> float:
     started = time.perf_counter()
-    run_experiment(config)
+    run_experiment(config, make_executor(config))
     return time.perf_counter() - started
 
 

@@ -8,6 +8,7 @@ subclasses.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -36,25 +37,55 @@ class PartyError(Exception):
 
 @dataclass
 class ChannelConfig:
-    """How a party's endpoint is set up; JSON-able so that remote runtimes can rebuild it."""
+    """How a party's endpoint is set up; JSON-able so that remote runtimes can rebuild it.
+
+    It never carries a private key. On the secure suite the party's identity key is created
+    where the party runs (or read from its own key file, `identity_file`, for deployments);
+    only its public key leaves, and the registry of pinned public keys arrives either here
+    (`registry_json`, pinned in advance) or later from the coordinator (`install_registry`).
+    """
 
     suite: str = "secure"
     session_seed: bytes = b""
-    identity_private: bytes | None = None  # Ed25519 private key of this party (secure suite)
-    registry_json: str | None = None  # pinned public keys of every party
+    identity_file: str | None = None  # this party's Ed25519 key file (deployments); None: a fresh key
+    registry_json: str | None = None  # pinned public keys of every party, when known in advance
     limits: Limits = field(default_factory=Limits)
 
-    def endpoint(self, name: str) -> Endpoint:
-        identity = Identity.from_private_bytes(self.identity_private, name=name) if self.identity_private is not None else None
-        registry = Registry.from_json(self.registry_json) if self.registry_json else None
-        return Endpoint(
-            name,
-            suite=self.suite,
-            identity=identity,
-            registry=registry,
-            limits=self.limits,
-            session_seed=self.session_seed,
+    def to_json(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {"suite": self.suite, "session_seed": self.session_seed.hex()}
+        if self.identity_file:
+            obj["identity_file"] = self.identity_file
+        if self.registry_json:
+            obj["registry_json"] = self.registry_json
+        if self.limits != Limits():
+            obj["limits"] = dataclasses.asdict(self.limits)
+        return obj
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> ChannelConfig:
+        unknown = set(obj) - {"suite", "session_seed", "identity_file", "registry_json", "limits"}
+        if unknown:
+            raise ValueError(f"unknown channel setting(s) {sorted(unknown)}; a channel never carries private keys")
+        return cls(
+            suite=str(obj["suite"]),
+            session_seed=bytes.fromhex(obj.get("session_seed", "")),
+            identity_file=obj.get("identity_file"),
+            registry_json=obj.get("registry_json"),
+            limits=Limits(**obj["limits"]) if obj.get("limits") else Limits(),
         )
+
+    def load_identity(self, name: str) -> Identity | None:
+        """This party's identity: read from its key file, or created here (secure suite)."""
+        if self.suite != "secure":
+            return None
+        if self.identity_file:
+            return Identity.load(self.identity_file, name=name)
+        return Identity.generate(name=name)
+
+    def endpoint(self, name: str, identity: Identity | None, registry_json: str | None = None) -> Endpoint:
+        registry_json = registry_json or self.registry_json
+        registry = Registry.from_json(registry_json) if registry_json else None
+        return Endpoint(name, suite=self.suite, identity=identity, registry=registry, limits=self.limits, session_seed=self.session_seed)
 
 
 class Party:
@@ -68,28 +99,59 @@ class Party:
 
     def __init__(self, name: str, channel: ChannelConfig):
         self.name = name
-        self.endpoint = channel.endpoint(name)
+        self.channel = channel
+        self.identity = channel.load_identity(name)
+        # On the secure suite the endpoint exists once the registry is known.
+        self.endpoint: Endpoint | None = None
+        if channel.suite != "secure" or channel.registry_json:
+            self.endpoint = channel.endpoint(name, self.identity)
         # Plaintext views of the artifacts this party accepted: what a curious receiver holds.
         # Kept for the simulation's attack step (instrumentation, never sent on the protocol).
         self._receiver_view: list[bytes] = []
         self.keep_receiver_view_kinds: set[str] | None = None  # None = keep all artifacts
 
+    # ----------------------------------------------------------------- keys
+    def public_key(self) -> bytes:
+        """This party's identity public key (b"" on the plaintext suite): all of its key that leaves it."""
+        return self.identity.public_bytes() if self.identity is not None else b""
+
+    def install_registry(self, registry_json: str) -> None:
+        """Pin every party's public key (from the coordinator); must pin this party's own key."""
+        if self.channel.suite != "secure":
+            return
+        if self.endpoint is not None:
+            if self.endpoint.registry == Registry.from_json(registry_json):
+                return
+            raise PartyError(self.name, "install_registry", "a different registry is already pinned; start a new party")
+        registry = Registry.from_json(registry_json)
+        if self.name not in registry or registry.get(self.name) != self.public_key():
+            raise PartyError(self.name, "install_registry", "the registry does not pin this party's own public key")
+        self.endpoint = self.channel.endpoint(self.name, self.identity, registry_json)
+
     # ----------------------------------------------------------------- wire
-    def handle(self, envelope: bytes) -> list[bytes]:
+    # ----------------------------------------------------------------- wire
+    def handle(self, envelope: bytes, link: str = "") -> list[bytes]:
         """Open one envelope, act on it, and return the envelopes to put on the wire.
 
-        A `ProtocolError` propagates unchanged (the endpoint has not changed state); the
-        runtime records the rejection. Application failures become an `error` message to the
-        coordinator so that the run ends with a clear error instead of hanging.
+        `link` names the transport link it arrived on (rejections the protocol cannot pin on
+        an authenticated sender are counted per link). A `ProtocolError` propagates unchanged
+        (the endpoint has not changed state); the runtime records the rejection. Application
+        failures become an `error` message to the coordinator so that the run ends with a
+        clear error instead of hanging.
         """
-        delivered, outbound = self.endpoint.receive(envelope)
+        delivered, outbound = self._endpoint().receive(envelope)
         for msg in delivered:
             for reply in self._dispatch(msg):
                 outbound.extend(self.endpoint.send(reply))
         return outbound
 
     def send(self, msg: Message) -> list[bytes]:
-        return self.endpoint.send(msg)
+        return self._endpoint().send(msg)
+
+    def _endpoint(self) -> Endpoint:
+        if self.endpoint is None:
+            raise PartyError(self.name, "receive", "no registry of pinned keys yet: the coordinator installs it after start")
+        return self.endpoint
 
     def _dispatch(self, msg: Message) -> Iterable[Message]:
         if msg.type == "artifact" and self._keeps(msg):
@@ -131,7 +193,8 @@ class Party:
         return list(self._receiver_view)
 
     def rejections(self) -> list[tuple[str, str]]:
-        return [(sender, str(getattr(code, "value", code))) for sender, code in self.endpoint.rejections]
+        rejected = self.endpoint.rejections if self.endpoint is not None else []
+        return [(sender, str(getattr(code, "value", code))) for sender, code in rejected]
 
     # ----------------------------------------------------------------- helpers
     def reply(self, to: Message, type: str = "ack", **meta: Any) -> Message:

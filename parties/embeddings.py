@@ -20,10 +20,11 @@ from models.bprmf import train_bprmf
 from models.metrics import popularity_scores
 from protocol import Message
 
+from .artifacts import USER_EMBEDDINGS
 from .base import artifact_chunks
 from .roles import SourceParty, TargetParty
 
-ARTIFACT = "user_embeddings"
+ARTIFACT = USER_EMBEDDINGS
 FIT_MODES = ("transfer", "target-only", "popularity")
 
 
@@ -49,7 +50,7 @@ class EmbeddingsSource(SourceParty):
             sender=self.name,
             receiver=str(msg.meta.get("to", "target")),
             name=ARTIFACT,
-            kind="user_embeddings",
+            kind=ARTIFACT,
             user_ids=users,
             arrays={"embedding": vectors},
             meta={"defense": "none"},

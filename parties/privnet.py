@@ -54,13 +54,14 @@ from models.privnet import (
 from models.training import EarlyStopping, adam, numpy_rng, restore, snapshot
 from protocol import Message
 
+from .artifacts import PRIVNET_BATCH_KIND, PRIVNET_RELEASED, PRIVNET_REPRESENTATION_KIND
 from .base import COORDINATOR, artifact_chunks
 from .defenses import blurme, ldp_randomized_response
 from .roles import SourceParty, TargetParty
 
-RELEASED = "x_trans"  # the per-user representation released for the test (attacked artifact)
-REPRESENTATION_KIND = "user_representation"
-BATCH_KIND = "x_trans_batch"
+RELEASED = PRIVNET_RELEASED  # the per-user representation released for the test
+REPRESENTATION_KIND = PRIVNET_REPRESENTATION_KIND
+BATCH_KIND = PRIVNET_BATCH_KIND
 DEFENSES = ("none", "ldp", "blurme")
 
 
@@ -210,7 +211,7 @@ class PrivNetTargetParty(TargetParty):
         self.window = int(cfg.get("window", 10))
         self.clip = float(cfg.get("clip", 5.0))
         self.epochs = int(cfg.get("epochs", 50))
-        self.max_steps = cfg.get("max_steps_per_epoch")
+        self.max_steps = int(cfg.get("max_steps_per_epoch") or 0) or None  # 0: a full pass
         net = _net_options(cfg)
         self.net = PrivNetTarget(self.data.n_items, net["dim"], net["hidden"], trans_dim=net["hidden"][0], seed=seed)
         self.opt = adam(self.net.parameters(), float(cfg.get("lr", 5e-4)))

@@ -1,17 +1,21 @@
-"""Run configuration: everything needed to rerun a run, JSON-able (written as config.json)."""
+"""Run configuration: everything needed to rerun a run, JSON-able (written as config.json),
+and every check that can be made before any data is loaded or any directory is created."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .errors import ConfigError
+from .scenarios import Scenario, Variant, get_scenario
+
 RUNTIMES = ("inproc", "ray", "flower", "flower-deployment")
+FLOWER_RUNTIMES = ("flower", "flower-deployment")
 CHANNELS = ("secure", "plaintext")
 SPLITS = ("year", "genre")
+DATASETS = ("ml-100k", "ml-1m", "synthetic")
 
-
-class ConfigError(ValueError):
-    """A bad option; the message lists the valid choices."""
+__all__ = ["CHANNELS", "DATASETS", "FLOWER_RUNTIMES", "RUNTIMES", "SPLITS", "ConfigError", "RunConfig"]
 
 
 @dataclass
@@ -26,6 +30,7 @@ class RunConfig:
     quick: bool = False
     public_fraction: float = 0.8
     variants: list[str] | None = None  # None = all of the scenario's variants
+    grid: dict[str, list[Any]] = field(default_factory=dict)  # grid axis -> values replacing the scenario's
     options: dict[str, Any] = field(default_factory=dict)  # overrides of party hyperparameters
     synthetic: dict[str, Any] | None = None  # options of the synthetic generator
     out: str = "runs"
@@ -38,11 +43,9 @@ class RunConfig:
     ray_address: str | None = None
     placement: dict[str, str] = field(default_factory=dict)  # party -> custom resource
 
-    def validate(self) -> None:
-        from .data import DATASETS
-        from .scenarios import get_scenario
-
-        get_scenario(self.scenario)  # raises with the list of valid names
+    def validate(self) -> Scenario:
+        """Every check that needs no data; returns the scenario. Raises ConfigError."""
+        scenario = get_scenario(self.scenario)  # raises with the list of valid names
         _choice("dataset", self.dataset, DATASETS)
         _choice("split", self.split, SPLITS)
         _choice("runtime", self.runtime, RUNTIMES)
@@ -60,6 +63,31 @@ class RunConfig:
                 f"--jobs {self.jobs} runs variants in parallel on the inproc runtime only; the {self.runtime} "
                 "runtime already places parties in their own processes: drop --jobs or use --runtime inproc"
             )
+        if self.torch_threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {self.torch_threads}")
+        check_options(scenario, self.options)
+        self.select_variants(scenario)
+        return scenario
+
+    def select_variants(self, scenario: Scenario) -> list[Variant]:
+        """The variants to run: the scenario's grid (with --grid values) and extras, or the
+        ones named by --variants."""
+        try:
+            all_variants = scenario.variants(self.quick, self.grid)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.variants is None:
+            return all_variants
+        by_name = {v.name: v for v in all_variants}
+        unknown = [n for n in self.variants if n not in by_name]
+        if unknown:
+            hint = " (grid values other than the defaults: --grid AXIS=v1,v2)" if scenario.grid.axes else ""
+            raise ConfigError(f"unknown variant(s) {', '.join(unknown)} for scenario {scenario.name!r}; valid: {', '.join(by_name)}{hint}")
+        return [by_name[n] for n in self.variants]
+
+    def party_options(self, scenario: Scenario, variant: Variant) -> dict[str, Any]:
+        """What every party of one run gets: defaults, then --set, then the variant's own."""
+        return {**scenario.defaults(self.quick), **self.options, **variant.options}
 
     def run_dict(self, seed: int) -> dict[str, Any]:
         """The part of the config a party needs to rebuild its data for one seed."""
@@ -74,6 +102,27 @@ class RunConfig:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_options(scenario: Scenario, options: dict[str, Any]) -> None:
+    """--set KEY=VALUE: each key must be an option of the scenario, of the option's type, and
+    not one a variant sets."""
+    valid = {o.name: o for o in scenario.options}
+    for key, value in options.items():
+        opt = valid.get(key)
+        if opt is None:
+            names = ", ".join(o.name for o in scenario.options if not o.by_variant)
+            raise ConfigError(
+                f"unknown option {key!r} for scenario {scenario.name!r}; valid: {names} "
+                f"(`python -m sim.run --scenario {scenario.name} --help-options` lists them)"
+            )
+        if opt.by_variant:
+            axes = ", ".join(f"--grid {a.name}=..." for a in scenario.grid.axes)
+            raise ConfigError(f"option {key!r} is set by each variant; choose variants with --variants{' or ' + axes if axes else ''}")
+        try:
+            options[key] = opt.check(value)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def _choice(option: str, value: str, valid) -> None:

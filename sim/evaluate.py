@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from attacks.attribute import attribute_inference, kmeans_vmeasure
 from attacks.tap import Eavesdropper
 from models.data import UserAttributes
 
+from .scenarios import Scenario
 from .world import World
 
 ATTRIBUTES = UserAttributes.NAMES
@@ -29,20 +31,31 @@ def per_user_features(eavesdropper: Eavesdropper, artifact: str, field: str, n_u
     return dense
 
 
-def attack_threats(
-    eavesdroppers: dict[str, Eavesdropper], artifact: str, field: str, world: World, *, seed: int
-) -> dict[str, dict[str, Any]]:
-    """`attack_features` for each threat model; threat models that captured byte-identical
-    features (wire and receiver on a plaintext channel) share one evaluation."""
+def evaluate_attacks(scenario: Scenario, captures: dict[str, Eavesdropper], world: World, *, seed: int) -> dict[str, dict[str, Any]]:
+    """Each threat model's attacks on what it captured; threat models that captured
+    byte-identical features (wire and receiver on a plaintext channel) share one evaluation."""
     done: dict[bytes, dict[str, Any]] = {}
     out = {}
-    for name, eaves in eavesdroppers.items():
-        features = per_user_features(eaves, artifact, field, world.dataset.n_users)
-        key = b"none" if features is None else hashlib.sha256(features.tobytes()).digest() + repr(features.shape).encode()
-        if key not in done:
-            done[key] = attack_features(features, world, seed=seed)
-        out[name] = {**done[key], "observed": eaves.summary()}
+    for name, eaves in captures.items():
+        out[name] = {}
+        for attack in scenario.attacks:
+            features = per_user_features(eaves, attack.final, attack.field, world.dataset.n_users)
+            key = b"none" if features is None else hashlib.sha256(features.tobytes()).digest() + repr(features.shape).encode()
+            if key not in done:
+                done[key] = attack_features(features, world, seed=seed)
+            out[name].update(done[key])
+        out[name]["observed"] = eaves.summary()
     return out
+
+
+def save_captures(captures: dict[str, Eavesdropper], scenario: Scenario, world: World, directory: Path) -> None:
+    """What each eavesdropper of one task captured, under directory/<threat>/, with the users'
+    attributes and whether each user is public (so anyone can run their own attacks)."""
+    users = world.dataset.users.copy()
+    users.insert(0, "public", False)
+    users.loc[users.index.isin(world.public), "public"] = True
+    for threat, eaves in captures.items():
+        eaves.save(directory / threat, users=users, kinds=scenario.retained_kinds)
 
 
 def attack_features(features: np.ndarray | None, world: World, *, seed: int, attackers=None) -> dict[str, Any]:

@@ -32,7 +32,7 @@ import pandas as pd
 
 from models.data import NO_ITEM, RankingData, UserAttributes
 
-from .data import Dataset, DatasetError, order_by_user_time_item
+from .datasets import Dataset, DatasetError, order_by_user_time_item
 
 DEFAULT_SOURCE_GENRES = ("Comedy", "Romance", "Drama", "Musical", "Children's", "Animation")
 DEFAULT_TARGET_GENRES = (

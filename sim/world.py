@@ -1,8 +1,8 @@
 """The simulated world: data loaded once per (dataset, split, seed) and handed out per party.
 
-Party factories live here because they run wherever the party runs (this process, a Ray
-actor, a Flower SuperNode): each rebuilds its own data deterministically from the JSON-able
-run config, so no party's data ever travels through another party.
+Every party rebuilds its own world deterministically from the JSON-able run config wherever
+it runs (this process, a worker, a Ray actor, a Flower node), so no party's data ever travels
+through another party. The ground-truth attributes are for evaluation only.
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ from typing import Any
 import numpy as np
 
 from models.data import UserAttributes
-from parties.base import ChannelConfig, Party
-from protocol import Limits
 
-from .data import Dataset, load_dataset
+from .datasets import Dataset, load_dataset
 from .splits import DomainSplit, public_users, split_domains
 
 
@@ -59,31 +57,3 @@ def _world(key: tuple) -> World:
 
 def world(run: dict[str, Any]) -> World:
     return _world(data_key(run))
-
-
-def channel_from_json(obj: dict[str, Any]) -> ChannelConfig:
-    limits = Limits(**obj["limits"]) if obj.get("limits") else Limits()
-    return ChannelConfig(
-        suite=obj["suite"],
-        session_seed=bytes.fromhex(obj.get("session_seed", "")),
-        identity_private=bytes.fromhex(obj["identity_private"]) if obj.get("identity_private") else None,
-        registry_json=obj.get("registry_json"),
-        limits=limits,
-    )
-
-
-def build_party(config: dict[str, Any]) -> Party:
-    """Party factory (`sim.world:build_party`): config = {role, scenario, run, channel, options}."""
-    from .scenarios import get_scenario  # late: scenarios import this module
-
-    scenario = get_scenario(config["scenario"])
-    role = config["role"]
-    w = world(config["run"])
-    channel = channel_from_json(config["channel"])
-    options = {**config.get("options", {}), "seed": int(config["run"]["seed"])}
-    classes = scenario.party_classes()
-    if role == "source":
-        return classes["source"](channel, w.split.source, w.attributes.restricted_to(w.public), options)
-    if role == "target":
-        return classes["target"](channel, w.split.target, options)
-    raise ValueError(f"unknown role {role!r}; valid: source, target")

@@ -1,4 +1,4 @@
-"""Datasets (sim.data) and splits (sim.splits): loading, errors, synthetic signal, split invariants."""
+"""Datasets (sim.datasets) and splits (sim.splits): loading, errors, synthetic signal, split invariants."""
 
 from __future__ import annotations
 
@@ -15,15 +15,15 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import cross_val_predict
 
 from models.data import NO_ITEM, RankingData, UserAttributes
-from sim.data import (
+from sim.datasets import (
     DATASETS,
-    ML100K_GENRES,
     Dataset,
     DatasetError,
     find_embedded_ml100k,
     load_dataset,
     make_synthetic,
 )
+from sim.datasets.movielens import ML100K_GENRES
 from sim.splits import (
     DEFAULT_SOURCE_GENRES,
     DEFAULT_TARGET_GENRES,

@@ -3,10 +3,10 @@
 import json
 
 import pytest
+from conftest import run_inline
 
+from sim.cli import main
 from sim.config import ConfigError
-from sim.engine import run_experiment
-from sim.run import main
 
 
 def _results(run_root):
@@ -80,7 +80,7 @@ def test_embeddings_run_writes_every_output(synthetic_config, tmp_path):
 
 def test_same_seed_same_metrics(synthetic_config):
     def metrics(cfg):
-        result = run_experiment(cfg)
+        result = run_inline(cfg)
         return [
             (r.variant.name, r.utility, {t: {a: r.attacks[t][a]["metrics"] for a in ("gender", "age_group")} for t in r.attacks})
             for r in result.runs
@@ -94,7 +94,7 @@ def test_same_seed_same_metrics(synthetic_config):
 def test_parallel_jobs_give_the_sequential_results_and_outputs(synthetic_config, tmp_path):
     """--jobs 2: the same figures and transcript lines as one process, in the same order, and
     each worker writes its captures to intercepted/ (secure channel: keys reach the workers)."""
-    seq = run_experiment(synthetic_config(variants=["transfer", "target-only"], seeds=[0, 1], channel="secure"))
+    seq = run_inline(synthetic_config(variants=["transfer", "target-only"], seeds=[0, 1], channel="secure"))
     par_dir = tmp_path / "par"
     argv = [
         "--scenario",
@@ -124,7 +124,7 @@ def test_parallel_jobs_give_the_sequential_results_and_outputs(synthetic_config,
         assert ps["utility"] == pytest.approx(run.utility, abs=1e-12)
         for attr in ("gender", "age_group"):
             assert ps["attacks"]["receiver"][attr]["metrics"] == pytest.approx(run.attacks["receiver"][attr]["metrics"])
-        assert ps["messages"] == len(run.transcript.lines)
+        assert ps["messages"] == len(run.transcript)
     lines = [json.loads(x) for x in (run_dir / "transcript.jsonl").read_text().splitlines()]
     assert [(ln["variant"], ln["seed"]) for ln in lines] == sorted(
         [(ln["variant"], ln["seed"]) for ln in lines], key=lambda vs: (vs[1], vs[0] != "transfer")
@@ -141,31 +141,30 @@ def test_parallel_jobs_give_the_sequential_results_and_outputs(synthetic_config,
 )
 def test_bad_jobs_are_config_errors(synthetic_config, overrides, fragment):
     with pytest.raises(ConfigError, match=fragment):
-        run_experiment(synthetic_config(**overrides))
+        run_inline(synthetic_config(**overrides))
 
 
 def test_unknown_dataset_option_is_a_config_error(synthetic_config):
     with pytest.raises(ConfigError, match="valid: ml-100k, ml-1m, synthetic"):
-        run_experiment(synthetic_config(dataset="movielens"))
+        run_inline(synthetic_config(dataset="movielens"))
 
 
 @pytest.mark.parametrize("channel", ["plaintext", "secure"])
 def test_replayed_and_tampered_envelopes_are_rejected_recorded_and_harmless(synthetic_config, channel):
     """An active attacker on the wire: replays and bit flips are rejected by the receiver,
     recorded in the transcript, and change nothing: the run goes on and gives the same result."""
-    from sim.engine import Keys, coordinator_endpoint, party_specs
-    from sim.runtimes.base import Relay
+    from sim.coordinator import Relay, start_parties
+    from sim.engine import channel_config, party_specs
     from sim.runtimes.inproc import InprocRuntime
     from sim.scenarios import get_scenario
 
     config = synthetic_config(variants=["transfer"], channel=channel)
     scenario = get_scenario("embeddings")
     (variant,) = scenario.variants(True)[:1]
-    keys = Keys.generate() if channel == "secure" else None
     seen: list[bytes] = []
     runtime = InprocRuntime()
-    runtime.start(party_specs(config, scenario, variant, 0, keys))
-    relay = Relay(runtime, coordinator_endpoint(config, 0, keys), taps=[seen.append])
+    coordinator = start_parties(runtime, party_specs(config, scenario, variant, 0), channel_config(config, 0))
+    relay = Relay(runtime, coordinator, taps=[seen.append])
     relay.request_one("source", "train")
     to_source = [e for e in seen if b"source" in e[:400]][-1]
     tampered = bytearray(to_source)
@@ -181,7 +180,7 @@ def test_replayed_and_tampered_envelopes_are_rejected_recorded_and_harmless(synt
     relay.request("source", "release", to="target")
     report = relay.request_one("target", "fit", type="report", mode="transfer")
     runtime.stop()
-    clean = run_experiment(config).runs[0]
+    clean = run_inline(config).runs[0]
     assert report.meta["utility"] == pytest.approx(clean.utility)
 
 
@@ -209,7 +208,7 @@ def test_a_worker_that_dies_ends_the_run_with_a_clear_error(synthetic_config):
     import threading
     import time
 
-    from sim.runtimes.base import RunError
+    from sim.errors import RunError
 
     config = synthetic_config("privnet", variants=["lambda=0", "lambda=1"], jobs=2, options={"epochs": 500, "patience": 500})
     killed: list[int] = []
@@ -226,6 +225,6 @@ def test_a_worker_that_dies_ends_the_run_with_a_clear_error(synthetic_config):
 
     threading.Thread(target=kill_a_worker, daemon=True).start()
     with pytest.raises(RunError, match="worker process died while running variant"):
-        run_experiment(config)
+        run_inline(config)
     assert killed
     assert _spawned_workers() == []

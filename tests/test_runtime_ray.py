@@ -27,14 +27,16 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import ray
+from conftest import run_inline
 from ray.exceptions import RayActorError
 
-import sim.engine as engine
 from attacks.tap import Eavesdropper
 from parties.base import COORDINATOR, DEFAULT_CHUNK_BYTES
 from protocol import Message, ProtocolError, peek_header
-from sim.engine import Keys, coordinator_endpoint, party_specs, run_experiment
-from sim.runtimes.base import Relay, RunError, Transcript
+from sim.coordinator import Relay, Transcript, start_parties
+from sim.engine import channel_config, party_specs, run_experiment
+from sim.errors import RunError
+from sim.executors import InlineExecutor
 from sim.runtimes.inproc import InprocRuntime
 from sim.runtimes.ray import EAVESDROPPER, RayRuntime, describe_step, session_processes
 from sim.scenarios import get_scenario
@@ -93,46 +95,33 @@ def shared(cluster):
     runtime.close()
 
 
-@pytest.fixture
-def capture_runtime(monkeypatch):
-    """Record the Ray runtimes the engine creates (to see where their actors ran)."""
-    made: list = []
-    original = engine.make_runtime
-
-    def make(config):
-        runtime = original(config)
-        if isinstance(runtime, RayRuntime):
-            made.append(runtime)
-        return runtime
-
-    monkeypatch.setattr(engine, "make_runtime", make)
-    return made
-
-
 def _attack_metrics(run):
     return {t: {a: run.attacks[t][a]["metrics"] for a in ("gender", "age_group")} for t in run.attacks}
 
 
-def _raw(eavesdropper):
-    return [i.raw for i in eavesdropper.intercepts]
+def _files(directory: Path) -> dict[str, bytes]:
+    """Every file under `directory` (relative path -> bytes)."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
-def _specs(config, variant_name="transfer", keys=None, only=None):
+def _specs(config, variant_name="transfer", only=None):
     scenario = get_scenario(config.scenario)
     variant = {v.name: v for v in scenario.variants(config.quick)}[variant_name]
-    specs = party_specs(config, scenario, variant, config.seeds[0], keys)
+    specs = party_specs(config, scenario, variant, config.seeds[0])
     return scenario, variant, [s for s in specs if only is None or s.name in only]
 
 
-def _drive(runtime, config, variant_name="transfer", steps=None, keys=None):
+def _plain_coordinator(config):
+    """The coordinator's endpoint on the plaintext suite (no keys to pin: runtime.start is enough)."""
+    return channel_config(config, 0).endpoint(COORDINATOR, None)
+
+
+def _drive(runtime, config, variant_name="transfer", steps=None):
     """One variant through a relay, as the engine does, without the (slow) attack step."""
-    scenario, variant, specs = _specs(config, variant_name, keys)
+    scenario, variant, specs = _specs(config, variant_name)
     wire, receiver = Eavesdropper("wire"), Eavesdropper("receiver")
-    runtime.start(specs)
-    tap = getattr(runtime, "tap", None)
-    relay = Relay(
-        runtime, coordinator_endpoint(config, 0, keys), taps=[tap(wire.observe) if tap else wire.observe], transcript=Transcript()
-    )
+    coordinator = start_parties(runtime, specs, channel_config(config, 0))
+    relay = Relay(runtime, coordinator, taps=[runtime.tap(wire.observe)], transcript=Transcript())
     try:
         outcome = steps(relay) if steps else scenario.drive(relay, variant)
         receiver.observe_many(runtime.receiver_view("target"), point="receiver")
@@ -143,12 +132,12 @@ def _drive(runtime, config, variant_name="transfer", steps=None, keys=None):
 
 # --------------------------------------------------------------------------- the engine, end to end
 @pytest.mark.slow
-def test_embeddings_on_two_nodes_equals_inproc(cluster, synthetic_config, capture_runtime):
-    inproc = run_experiment(synthetic_config(torch_threads=1))
+def test_embeddings_on_two_nodes_equals_inproc(cluster, synthetic_config, tmp_path):
+    inproc = run_inline(synthetic_config(torch_threads=1), out_dir=tmp_path / "inproc")
     config = synthetic_config(runtime="ray", ray_address=cluster.address, placement=dict(PLACEMENT), torch_threads=1)
-    on_ray = run_experiment(config)
+    runtime = RayRuntime(address=cluster.address, placement=dict(PLACEMENT), torch_threads=1)
+    on_ray = run_experiment(config, InlineExecutor(runtime), out_dir=tmp_path / "ray")
 
-    (runtime,) = capture_runtime
     # It joined the cluster (shipping our code with its job), disconnected, left the cluster up.
     assert runtime.started_local is False and not ray.is_initialized() and runtime.torch_threads == 1
     assert cluster.cluster.remaining_processes_alive()
@@ -161,12 +150,13 @@ def test_embeddings_on_two_nodes_equals_inproc(cluster, synthetic_config, captur
     for a, b in zip(inproc.runs, on_ray.runs, strict=True):
         assert b.utility == a.utility
         assert _attack_metrics(b) == _attack_metrics(a)
-        assert b.transcript.lines == a.transcript.lines  # every header field and sha256
-        assert _raw(b.eavesdroppers["wire"]) == _raw(a.eavesdroppers["wire"])  # via the tap actor
-        assert _raw(b.eavesdroppers["receiver"]) == _raw(a.eavesdroppers["receiver"])
-    transfer = on_ray.runs[0]
-    assert len(transfer.eavesdroppers["wire"]) == len(transfer.transcript.lines) > 0
-    assert transfer.eavesdroppers["wire"].artifacts()["user_embeddings"].complete
+        assert b.transcript == a.transcript  # every header field and sha256
+    # What the eavesdroppers captured (the wire one via the tap actor), byte for byte.
+    captured = _files(tmp_path / "ray" / "intercepted")
+    assert captured == _files(tmp_path / "inproc" / "intercepted")
+    index = json.loads(captured["transfer/seed0/wire/index.json"])
+    assert len(index["intercepts"]) == len(on_ray.runs[0].transcript) > 0
+    assert "transfer/seed0/wire/artifact-user_embeddings.safetensors" in captured
 
 
 # --------------------------------------------------------------------------- bytes through actors
@@ -196,7 +186,7 @@ def test_protocol_errors_come_back_as_the_same_protocol_error(shared, synthetic_
     inproc.start(specs)
     shared.start(specs)
     try:
-        coordinator = coordinator_endpoint(config, 0, None)
+        coordinator = _plain_coordinator(config)
         (ping,) = coordinator.send(Message(type="control", sender=COORDINATOR, receiver="target", meta={"op": "nope"}))
         # The same valid envelope reaches both (same reply bytes), then bad ones are rejected alike.
         assert shared.call("target", ping) == inproc.call("target", ping)
@@ -229,10 +219,9 @@ def test_protocol_errors_come_back_as_the_same_protocol_error(shared, synthetic_
 
 @pytest.mark.slow
 def test_secure_channel_on_cluster_matches_inproc_headers_and_sizes(cluster, shared, synthetic_config):
-    keys = Keys.generate()
     config = synthetic_config(channel="secure")
-    a_outcome, a_lines, _, a_receiver = _drive(InprocRuntime(), config, keys=keys)
-    b_outcome, b_lines, b_wire, b_receiver = _drive(shared, config, keys=keys)
+    a_outcome, a_lines, _, a_receiver = _drive(InprocRuntime(), config)
+    b_outcome, b_lines, b_wire, b_receiver = _drive(shared, config)
     assert shared.history[-1] == cluster.node
     assert b_outcome.utility == a_outcome.utility
     lines_a = [{k: line.get(k) for k in HEADER_FIELDS} for line in a_lines.lines]
@@ -273,7 +262,7 @@ def test_artifacts_stay_in_bounded_chunks_through_ray(shared, synthetic_config):
 
 def test_describe_step_reads_only_the_cleartext_header(synthetic_config):
     config = synthetic_config()
-    plain = coordinator_endpoint(config, 0, None)
+    plain = _plain_coordinator(config)
     (env,) = plain.send(Message(type="control", sender=COORDINATOR, receiver="target", meta={"op": "fit"}))
     assert describe_step(env).startswith("'fit' (control message seq 1 from 'coordinator'")
     assert describe_step(b"junk").startswith("'deliver' (unparseable envelope")
@@ -292,7 +281,7 @@ def test_placement_errors_are_clear(cluster, synthetic_config):
 
 def test_party_that_fails_to_build_names_party_and_start(cluster, synthetic_config):
     _, _, specs = _specs(synthetic_config(), only={"target"})
-    broken = [type(s)(s.name, "sim.world:no_such_factory", s.config) for s in specs]
+    broken = [type(s)(s.name, "sim.party_factory:no_such_factory", s.config) for s in specs]
     runtime = RayRuntime(address=cluster.address, placement={"target": "party_target"})
     with pytest.raises(RunError, match=r"party 'target' failed at step 'start'.*AttributeError.*no_such_factory"):
         runtime.start(broken)
@@ -314,7 +303,7 @@ def test_removed_node_gives_run_error(cluster, synthetic_config):
         def remove(envelope: bytes) -> None:  # the node goes away just before the step reaches it
             cluster.cluster.remove_node(doomed)
 
-        relay = Relay(runtime, coordinator_endpoint(config, 0, None), taps=[remove], transcript=Transcript())
+        relay = Relay(runtime, _plain_coordinator(config), taps=[remove], transcript=Transcript())
         started = time.monotonic()
         with pytest.raises(RunError) as info:
             relay.request("target", "fit", mode="target-only")
@@ -349,7 +338,7 @@ def test_killed_target_gives_run_error_naming_party_and_step(shared, synthetic_c
                 time.sleep(0.1)
 
     killer.done = False
-    relay = Relay(shared, coordinator_endpoint(config, 0, None), taps=[wire, killer], transcript=Transcript())
+    relay = Relay(shared, _plain_coordinator(config), taps=[wire, killer], transcript=Transcript())
     started = time.monotonic()
     try:
         with pytest.raises(RunError) as info:
@@ -374,7 +363,7 @@ def test_call_timeout_names_party_and_step(shared, synthetic_config):
     shared.call_timeout = 2.0
     shared.start(specs)
     pid = shared.pids["target"]
-    relay = Relay(shared, coordinator_endpoint(config, 0, None), transcript=Transcript())
+    relay = Relay(shared, _plain_coordinator(config), transcript=Transcript())
     os.kill(pid, signal.SIGSTOP)  # a hung party: the process is alive but never answers
     try:
         started = time.monotonic()
@@ -411,7 +400,7 @@ LOCAL_SCRIPT = textwrap.dedent(
     scenario = get_scenario(config.scenario)
     variant = scenario.variants(True)[0]
     runtime = RayRuntime(torch_threads=2)
-    runtime.start([s for s in party_specs(config, scenario, variant, 0, None) if s.name == "target"])
+    runtime.start([s for s in party_specs(config, scenario, variant, 0) if s.name == "target"])
     seen = []
     runtime.tap(seen.append)(b"x")
     running = session_processes(runtime.session_name)

@@ -1,9 +1,9 @@
 """The `embeddings` scenario on MovieLens-100K, and what each threat model learns from it."""
 
 import pytest
+from conftest import run_inline
 
 from sim.config import RunConfig
-from sim.engine import run_experiment
 
 
 def _attacks(run, threat):
@@ -11,8 +11,8 @@ def _attacks(run, threat):
 
 
 def test_secure_channel_blinds_the_wire_but_not_the_receiver(synthetic_config):
-    secure = run_experiment(synthetic_config(variants=["transfer"], channel="secure")).runs[0]
-    plain = run_experiment(synthetic_config(variants=["transfer"], channel="plaintext")).runs[0]
+    secure = run_inline(synthetic_config(variants=["transfer"], channel="secure")).runs[0]
+    plain = run_inline(synthetic_config(variants=["transfer"], channel="plaintext")).runs[0]
     # wire: nothing decodable, so every attacker is exactly the no-artifact prior
     assert not secure.attacks["wire"]["decoded"]
     for result in _attacks(secure, "wire").values():
@@ -26,13 +26,13 @@ def test_secure_channel_blinds_the_wire_but_not_the_receiver(synthetic_config):
     assert _attacks(secure, "receiver") == _attacks(plain, "receiver")
     assert secure.utility == plain.utility
     assert plain.attacks["wire"]["decoded"]
-    assert {line["suite"] for line in secure.transcript.lines} == {"secure"}
+    assert {line["suite"] for line in secure.transcript} == {"secure"}
 
 
 @pytest.mark.slow
 def test_movielens_transfer_beats_popularity_and_leaks_gender(tmp_path):
     config = RunConfig(scenario="embeddings", seeds=[0], channel="secure", out=str(tmp_path))
-    runs = {r.variant.name: r for r in run_experiment(config).runs}
+    runs = {r.variant.name: r for r in run_inline(config).runs}
     assert runs["transfer"].utility["HR@10"] > runs["popularity"].utility["HR@10"] + 0.03
     assert runs["target-only"].utility["HR@10"] > runs["popularity"].utility["HR@10"]
     gender = runs["transfer"].attacks["receiver"]["gender"]

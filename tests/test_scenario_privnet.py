@@ -5,19 +5,20 @@ from functools import lru_cache
 
 import numpy as np
 import pytest
+from conftest import run_inline
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from attacks.tap import Eavesdropper
+from attacks.tap import Eavesdropper, load_artifact
 from models.data import UserAttributes
 from models.privnet import evaluate_privnet, train_privnet_joint, transferred_representations
-from parties.base import COORDINATOR
+from parties.base import COORDINATOR, ChannelConfig
 from parties.privnet import PrivNetSourceParty, PrivNetTargetParty
-from sim.engine import run_experiment
-from sim.runtimes.base import PartySpec, Relay
+from sim.coordinator import Relay
+from sim.runtimes.base import PartySpec
 from sim.runtimes.inproc import InprocRuntime
 from sim.scenarios import get_scenario
-from sim.world import channel_from_json, world
+from sim.world import world
 
 OPTIONS = {
     "dim": 16,
@@ -31,10 +32,11 @@ OPTIONS = {
 }
 
 
-def test_parties_reproduce_the_reference_loop(synthetic_config):
+def test_parties_reproduce_the_reference_loop(synthetic_config, tmp_path):
     """Split learning over envelopes gives exactly the reference loop's utility and artifact."""
     config = synthetic_config("privnet", variants=["lambda=1"], options=OPTIONS, quick=False)
-    result = run_experiment(config)
+    out = tmp_path / "run"
+    result = run_inline(config, out_dir=out)
     (run,) = result.runs
     w = world(config.run_dict(0))
     labels = w.attributes.restricted_to(w.public).as_dict()
@@ -59,33 +61,33 @@ def test_parties_reproduce_the_reference_loop(synthetic_config):
         assert run.utility[metric] == pytest.approx(value, abs=1e-9), metric
     assert run.details["best_epoch"] == report.best_epoch
     # the released artifact the receiver attacked is the reference's representation
-    released = run.eavesdroppers["receiver"].artifacts()["x_trans"]
+    released = load_artifact(out / "intercepted" / "lambda=1" / "seed0" / "receiver" / "artifact-x_trans.safetensors")
     np.testing.assert_allclose(released.arrays["x_trans"], x[released.user_ids], rtol=0, atol=1e-6)
 
 
 def test_every_variant_runs_and_only_transfers_are_attackable(synthetic_config):
     config = synthetic_config("privnet", variants=["lambda=0", "ldp", "blurme", "target-only"], quick=True)
-    result = run_experiment(config)
+    result = run_inline(config)
     by_name = {r.variant.name: r for r in result.runs}
     for name in ("lambda=0", "ldp", "blurme"):
         run = by_name[name]
         assert run.attacks["receiver"]["decoded"] and run.attacks["wire"]["decoded"]
         assert 0.0 < run.utility["HR@10"] <= 1.0
-        kinds = {line["artifact"] for line in run.transcript.lines if line["type"] == "artifact"}
+        kinds = {line["artifact"] for line in run.transcript if line["type"] == "artifact"}
         assert "x_trans" in kinds and any(k.startswith("x_trans_batch@") for k in kinds)
-        assert {line["type"] for line in run.transcript.lines} >= {"request", "gradient", "artifact", "report"}
+        assert {line["type"] for line in run.transcript} >= {"request", "gradient", "artifact", "report"}
     assert by_name["ldp"].details["source"]["defense"]["mechanism"] == "k-ary randomized response"
     assert by_name["blurme"].details["source"]["defense"]["dummies_added"] > 0
     only = by_name["target-only"]
     assert not only.attacks["receiver"]["decoded"]
-    assert not any(line["type"] == "artifact" for line in only.transcript.lines)
+    assert not any(line["type"] == "artifact" for line in only.transcript)
 
 
 def test_blurme_dummies_leak_to_an_adaptive_attacker(synthetic_config):
     """BlurMe's dummy items come from the *other* gender's list, which an attacker trained on
     defended artifacts reads as a signal: leakage must not fall below the undefended run's."""
     config = synthetic_config("privnet", variants=["lambda=0", "blurme"], quick=True)
-    runs = {r.variant.name: r for r in run_experiment(config).runs}
+    runs = {r.variant.name: r for r in run_inline(config).runs}
     auc = {n: r.attacks["receiver"]["gender"]["metrics"]["auc"] for n, r in runs.items()}
     assert auc["blurme"] > auc["lambda=0"]
     assert auc["blurme"] > 0.65
@@ -110,7 +112,7 @@ def test_adversary_lowers_leakage_on_planted_signal(synthetic_config):
     }
     synthetic = {"n_users": 1000, "n_items": 300, "mean_interactions": 60, "signal": 3.0, "seed": 0}
     config = synthetic_config("privnet", variants=["lambda=0", "lambda=1"], options=options, quick=False, synthetic=synthetic)
-    runs = {r.variant.name: r for r in run_experiment(config).runs}
+    runs = {r.variant.name: r for r in run_inline(config).runs}
     auc = {n: r.attacks["receiver"]["gender"]["metrics"]["auc"] for n, r in runs.items()}
     assert auc["lambda=0"] > 0.62  # the undefended representation leaks
     assert auc["lambda=1"] < auc["lambda=0"] - 0.03
@@ -136,7 +138,7 @@ def _cold_data() -> dict:
 def build_cold_party(config: dict):
     """Party factory (`test_scenario_privnet:build_cold_party`) on the cold-target data."""
     data, options = _cold_data(), {**config["options"], "seed": 0}
-    channel = channel_from_json(_PLAINTEXT)
+    channel = ChannelConfig.from_json(_PLAINTEXT)
     if config["role"] == "source":
         attributes = UserAttributes(gender=data["labels"]["gender"], age_group=data["labels"]["age_group"])
         return PrivNetSourceParty(channel, data["source"], attributes, options)
@@ -164,7 +166,7 @@ def _run_cold(variant_name: str, **extra) -> tuple[float, np.ndarray | None]:
         [PartySpec(role, "test_scenario_privnet:build_cold_party", {"role": role, "options": options}) for role in ("source", "target")]
     )
     try:
-        outcome = scenario.drive(Relay(runtime, channel_from_json(_PLAINTEXT).endpoint(COORDINATOR)), variant)
+        outcome = scenario.drive(Relay(runtime, ChannelConfig.from_json(_PLAINTEXT).endpoint(COORDINATOR, None)), variant)
         receiver = Eavesdropper("receiver")
         receiver.observe_many(runtime.receiver_view("target"), point="receiver")
     finally:

@@ -41,7 +41,8 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from protocol import ErrorCode, ProtocolError, peek_header
 
-from .base import Observer, PartySpec, RunError, Runtime
+from ..errors import RunError
+from .base import Observer, PartySpec, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ class PartyHost:
 
     def info(self) -> dict[str, Any]:
         ctx = ray.get_runtime_context()
-        return {"party": self.name, "node_id": ctx.get_node_id(), "pid": os.getpid(), "error": self.error}
+        public = self.party.public_key() if self.party is not None else b""
+        return {"party": self.name, "node_id": ctx.get_node_id(), "pid": os.getpid(), "error": self.error, "public_key": public}
 
     def load(self, name: str, factory: str, config: dict[str, Any], torch_threads: int | None = None) -> dict[str, Any]:
         self.name, self.party, self.error = name, None, None
@@ -98,11 +100,20 @@ class PartyHost:
         self.party = None
         self.error = None
 
-    def handle(self, envelope: bytes) -> dict[str, Any]:
+    def install_registry(self, registry_json: str) -> dict[str, Any]:
         if self.party is None:
             return self._not_loaded()
         try:
-            out = self.party.handle(bytes(envelope))
+            self.party.install_registry(registry_json)
+        except Exception as exc:
+            return {"status": "failed", **_failure(exc)}
+        return {"status": "ok", "out": []}
+
+    def handle(self, envelope: bytes, link: str = "") -> dict[str, Any]:
+        if self.party is None:
+            return self._not_loaded()
+        try:
+            out = self.party.handle(bytes(envelope), link)
         except ProtocolError as exc:
             return {"status": "rejected", "code": exc.code.value, "detail": exc.detail, "sender": exc.sender}
         except Exception as exc:
@@ -361,8 +372,9 @@ class RayRuntime(Runtime):
         return env or None
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self, specs: list[PartySpec]) -> None:
-        """One actor per party (new, or kept from the last variant); each builds its party."""
+    def start(self, specs: list[PartySpec]) -> dict[str, bytes]:
+        """One actor per party (new, or kept from the last variant); each builds its party
+        (and its identity key) and reports its public key."""
         if self.actors:
             raise RunError("RayRuntime.start called while parties are running; call stop() first")
         names = [s.name for s in specs]
@@ -385,11 +397,16 @@ class RayRuntime(Runtime):
             loads = {
                 spec.name: self.actors[spec.name].load.remote(spec.name, spec.factory, spec.config, self.torch_threads) for spec in specs
             }
-            self._await_ready(loads, "start")
+            return self._await_ready(loads, "start")
         except BaseException:
             self._tainted = True
             self.stop()
             raise
+
+    def install_registry(self, registry_json: str) -> None:
+        refs = {name: actor.install_registry.remote(registry_json) for name, actor in self.actors.items()}
+        for name, ref in refs.items():
+            self._result(name, "'install_registry'", ref)
 
     def _new(self, key: str, cls: Any) -> Any:
         opts: dict[str, Any] = {"num_cpus": self.actor_num_cpus}
@@ -415,9 +432,11 @@ class RayRuntime(Runtime):
                 "or fix --placement"
             )
 
-    def _await_ready(self, refs_by_name: dict[str, Any], step: str) -> None:
-        """Wait for the actors' info (from load() or info()); record where each one runs."""
+    def _await_ready(self, refs_by_name: dict[str, Any], step: str) -> dict[str, bytes]:
+        """Wait for the actors' info (from load() or info()); record where each one runs;
+        return each one's public key."""
         refs = {ref: name for name, ref in refs_by_name.items()}
+        public: dict[str, bytes] = {}
         ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=self.start_timeout)
         if pending:
             late = sorted(refs[r] for r in pending)
@@ -440,6 +459,8 @@ class RayRuntime(Runtime):
                 raise err
             self.nodes[name] = info["node_id"]
             self.pids[name] = info["pid"]
+            public[name] = bytes(info.get("public_key", b""))
+        return public
 
     def tap(self, observer: Observer) -> RayTap:
         """A tap whose recording runs in its own actor (the eavesdropper); `observer` receives
@@ -529,10 +550,10 @@ class RayRuntime(Runtime):
         """The Ray actor handle of a running party (tests kill it to check failure handling)."""
         return self._actor(party)
 
-    def call(self, party: str, envelope: bytes) -> list[bytes]:
+    def call(self, party: str, envelope: bytes, link: str = "") -> list[bytes]:
         actor = self._actor(party)
         data = bytes(envelope)  # plain bytes: never a view into a buffer of the sender
-        return self._result(party, describe_step(data), actor.handle.remote(data))
+        return self._result(party, describe_step(data), actor.handle.remote(data, link))
 
     def receiver_view(self, party: str) -> list[bytes]:
         return self._result(party, "'receiver_view'", self._actor(party).receiver_view.remote())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import ConfigError
 from .base import Outcome, Scenario, Variant
 from .embeddings import EmbeddingsScenario
 from .privnet import PrivNetScenario
@@ -12,7 +13,7 @@ _SCENARIOS: dict[str, type[Scenario]] = {
 }
 
 
-class UnknownScenario(ValueError):
+class UnknownScenario(ConfigError):
     pass
 
 
@@ -29,4 +30,4 @@ def get_scenario(name: str) -> Scenario:
         ) from None
 
 
-__all__ = ["Outcome", "Scenario", "Variant", "get_scenario", "scenario_names", "UnknownScenario"]
+__all__ = ["Outcome", "Scenario", "UnknownScenario", "Variant", "get_scenario", "scenario_names"]

@@ -1,16 +1,94 @@
-"""What a scenario declares: its variants, its parties, and the steps the coordinator drives."""
+"""The scenario contract: what a scenario declares, and the one thing it does (drive a run).
+
+A scenario is a short, declarative wiring:
+
+- `parties`: the names of its parties, and `build_party` to make one from the world where it
+  runs (a source and a target; a recommender service and a requester; many user clients and a
+  server; any number);
+- `options`: every hyperparameter its parties take (name, default, quick default, meaning),
+  so that `--set` is checked and `--help-options` can list them;
+- `grid`: its variants as a declarative grid (e.g. lambda x embedding size, values users may
+  replace with `--grid lambda=0,0.3,2`) plus named `extras`;
+- `utility`: ranking (HR/NDCG/MRR/AUC@k over sampled negatives) or rating (MAE/RMSE), each
+  optionally per user group;
+- `attacks`: what each threat model's attacker does with the artifacts its party received;
+- `drive(relay, variant)`: the coordinator's steps for one run.
+
+The engine does everything else (parties started where the runtime puts them, keys, the
+relay and its taps, evaluation, outputs) the same way for every scenario.
+"""
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import product
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from protocol import Message
+if TYPE_CHECKING:  # declarations stay cheap to import (`--list` answers at once)
+    from parties.base import ChannelConfig, Party
+    from protocol import Message
 
-from ..runtimes.base import Relay
+    from ..coordinator import Relay
+    from ..world import World
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class Option:
+    """One hyperparameter a scenario's parties take. `quick` is the default under --quick
+    (None: same as `default`); `by_variant` options are set by each variant, not by --set."""
+
+    name: str
+    default: Any
+    help: str
+    quick: Any = None
+    by_variant: bool = False
+    choices: tuple[Any, ...] | None = None
+
+    def value(self, quick: bool) -> Any:
+        return self.quick if quick and self.quick is not None else self.default
+
+    @property
+    def kind(self) -> str:
+        """'int', 'float', 'bool', 'str', 'list[int]' or 'any': what --set accepts."""
+        d = self.default
+        if isinstance(d, bool):
+            return "bool"
+        if isinstance(d, int):
+            return "int"
+        if isinstance(d, float):
+            return "float"
+        if isinstance(d, str):
+            return "str"
+        if isinstance(d, (list, tuple)):
+            return "list[int]"
+        return "any"
+
+    def check(self, value: Any) -> Any:
+        """The value as this option's type, or ValueError saying what was expected."""
+        kind = self.kind
+        ok = {
+            "bool": isinstance(value, bool),
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "float": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+            "str": isinstance(value, str),
+            "list[int]": isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
+            "any": True,
+        }[kind]
+        if not ok:
+            raise ValueError(f"--set {self.name}={value!r}: expected {kind} ({self.help})")
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"--set {self.name}={value!r}: choose one of {', '.join(map(str, self.choices))}")
+        return float(value) if kind == "float" else list(value) if kind == "list[int]" else value
+
+
+# --------------------------------------------------------------------------- variants
 
 
 @dataclass(frozen=True)
@@ -22,9 +100,140 @@ class Variant:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Axis:
+    """One axis of a variant grid: `name` (as users write it: `--grid lambda=0,0.5`) sets the
+    party option `option` to each of `values`."""
+
+    name: str
+    option: str
+    values: tuple[Any, ...]
+    parse: Callable[[str], Any] = float
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Variants as the product of its axes (each point also gets `params` / `options`), then
+    the named `extras` (references and baselines outside the grid)."""
+
+    axes: tuple[Axis, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    extras: tuple[Variant, ...] = ()
+
+    def variants(self, values: Mapping[str, Sequence[Any]] | None = None) -> list[Variant]:
+        values = dict(values or {})
+        unknown = sorted(set(values) - {a.name for a in self.axes})
+        if unknown:
+            valid = ", ".join(a.name for a in self.axes) or "none (this scenario has no grid)"
+            raise ValueError(f"unknown grid axis {', '.join(unknown)}; axes: {valid}")
+        axes = [(a, tuple(values.get(a.name, a.values))) for a in self.axes]
+        out = []
+        for point in product(*(vals for _, vals in axes)) if axes else ():
+            name = ",".join(f"{a.name}={v:g}" if isinstance(v, float) else f"{a.name}={v}" for (a, _), v in zip(axes, point))
+            params = {**{a.name: v for (a, _), v in zip(axes, point)}, **self.params}
+            options = {**{a.option: v for (a, _), v in zip(axes, point)}, **self.options}
+            out.append(Variant(name, params, options))
+        return out + list(self.extras)
+
+    def parse(self, axis: str, text: str) -> list[Any]:
+        """`--grid axis=v1,v2,...` values, parsed by the axis."""
+        found = [a for a in self.axes if a.name == axis]
+        if not found:
+            valid = ", ".join(a.name for a in self.axes) or "none (this scenario has no grid)"
+            raise ValueError(f"unknown grid axis {axis!r}; axes: {valid}")
+        try:
+            return [found[0].parse(v) for v in text.split(",") if v.strip()]
+        except ValueError as exc:
+            raise ValueError(f"--grid {axis}={text}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- utility
+
+
+@dataclass(frozen=True)
+class UserGroups:
+    """Named groups of users, each reported separately (e.g. fewest / median / most ratings)."""
+
+    name: str
+    assign: Callable[[World], dict[str, np.ndarray]]  # group name -> user ids
+
+
+@dataclass(frozen=True)
+class RankingUtility:
+    """HR/NDCG/MRR@k and AUC of one held-out positive against sampled negatives (the
+    target's report carries them per user), plus accuracy@k over the full catalogue where a
+    scenario reports it."""
+
+    kind: str = "ranking"
+    headline: str = "HR@10"
+    higher_is_better: bool = True
+    groups: UserGroups | None = None
+
+
+@dataclass(frozen=True)
+class RatingUtility:
+    """MAE and RMSE on held-out ratings; ΔMAE = MAE / MAE of `reference` (a variant)."""
+
+    kind: str = "rating"
+    headline: str = "MAE"
+    higher_is_better: bool = False
+    reference: str | None = None
+    groups: UserGroups | None = None
+
+
+# --------------------------------------------------------------------------- attacks
+
+
+@dataclass(frozen=True)
+class AttributeAttack:
+    """Attribute inference on a per-user artifact: every release of artifact `kind` a threat
+    model holds is attacked; `final` names the release the run ends with.
+
+    Attackers train on public users and are tested on private users, both restricted to
+    `population` (default: every user)."""
+
+    kind: str
+    field: str
+    final: str
+    attributes: tuple[str, ...] = ("gender", "age_group")
+    population: Callable[[World], np.ndarray] | None = None
+    name: str = "attribute"
+
+
+@dataclass(frozen=True)
+class MembershipAttack:
+    """Membership inference: `features(capture, world, seed)` turns what a threat model
+    captured (and the attacker's own shadow data) into (X_train, member_train, X_test,
+    member_test)."""
+
+    features: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None]
+    name: str = "membership"
+
+
+@dataclass(frozen=True)
+class ReconstructionAttack:
+    """How well a secret per-user vector (`secret(world, seed)`, e.g. the source's private
+    user embedding) is recovered from the artifact `final` of kind `kind`."""
+
+    kind: str
+    field: str
+    final: str
+    secret: Callable[[World, int], np.ndarray]
+    population: Callable[[World], np.ndarray] | None = None
+    name: str = "reconstruction"
+
+
+Attack = AttributeAttack | MembershipAttack | ReconstructionAttack
+
+
+# --------------------------------------------------------------------------- outcome
+
+
 @dataclass
 class Outcome:
-    """What the coordinator learned from one variant's run (utility reported by the target)."""
+    """What the coordinator learned from one run: the utility the evaluating party reported
+    (means, and per-user values for groups and intervals) and anything else worth keeping."""
 
     utility: dict[str, float]
     per_user: dict[str, np.ndarray]
@@ -37,27 +246,45 @@ class Outcome:
         return cls(utility=dict(report.meta["utility"]), per_user=per_user, details={**extra, **details})
 
 
+# --------------------------------------------------------------------------- the scenario
+
+
 class Scenario(ABC):
     name: str = "?"
     title: str = ""
     paper: str = ""
-    # The artifact the attacks target, and the array of it that holds per-user features.
-    attacked_artifact: str = ""
-    attacked_field: str = ""
-    # Artifact kinds written to intercepted/ as files (None = all); per-step training traffic
-    # is still counted in each eavesdropper's index.
-    intercepted_kinds: tuple[str, ...] | None = None
+    parties: tuple[str, ...] = ("source", "target")
+    receiver: str = "target"  # the curious receiver: the party whose received artifacts are attacked
+    options: tuple[Option, ...] = ()
+    grid: Grid = Grid()
+    reference: str | None = None  # the variant paired differences are taken against
+    utility: RankingUtility | RatingUtility = RankingUtility()
+    attacks: tuple[Attack, ...] = ()
+    # Artifact kinds the eavesdroppers keep (None = all): per-step training traffic is still
+    # counted in each eavesdropper's index.
+    retained_kinds: tuple[str, ...] | None = None
+
+    def variants(self, quick: bool = False, grid: Mapping[str, Sequence[Any]] | None = None) -> list[Variant]:
+        return self.grid.variants(grid)
+
+    def party_names(self, options: Mapping[str, Any]) -> tuple[str, ...]:
+        """The parties of one run (a scenario may size them by an option, e.g. clients=N)."""
+        return self.parties
+
+    def option(self, name: str) -> Option:
+        for opt in self.options:
+            if opt.name == name:
+                return opt
+        raise KeyError(name)
+
+    def defaults(self, quick: bool) -> dict[str, Any]:
+        """Every option's value before --set and the variant's own options."""
+        return {o.name: o.value(quick) for o in self.options if not o.by_variant}
 
     @abstractmethod
-    def variants(self, quick: bool) -> list[Variant]: ...
-
-    @abstractmethod
-    def options(self, quick: bool) -> dict[str, Any]:
-        """Hyperparameters shared by every variant (merged under the variant's options)."""
-
-    @abstractmethod
-    def party_classes(self) -> dict[str, type]: ...
+    def build_party(self, name: str, world: World, channel: ChannelConfig, options: dict[str, Any]) -> Party:
+        """The party `name`, made from its own share of the world, where it runs."""
 
     @abstractmethod
     def drive(self, relay: Relay, variant: Variant) -> Outcome:
-        """Run one variant through the relay; return the target's reported utility."""
+        """Run one variant through the relay; return the evaluating party's reported utility."""

@@ -5,18 +5,29 @@ protocol/PROTOCOL.md, "Scenario flows"). In short: per training step the source 
 batch users' transferred representation x_u|trans and the target returns dL_T/dx_u|trans; per
 epoch the source releases every user's x_u|trans for validation; at the end it releases the
 best epoch's x_u|trans for the test. That final release is what the attacks target.
+
+Paper settings (Table 2): embedding 80, MLP [80, 64], Adam 5e-4, batch 128, 1 negative, clip
+5, up to 50 epochs with early stopping on validation. Patience 5: validation HR@10 on ML-100K
+(933 users) plateaus for 3-4 epochs early on; patience 3 stopped one run in three before epoch
+8 and cost it up to 0.15 HR@10 (3 seeds x 9 variants, measured).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from parties.privnet import RELEASED, REPRESENTATION_KIND, PrivNetSourceParty, PrivNetTargetParty
+from parties.artifacts import PRIVNET_RELEASED, PRIVNET_REPRESENTATION_KIND
 
-from ..runtimes.base import Relay, RunError
-from .base import Outcome, Scenario, Variant
+from ..errors import RunError
+from .base import AttributeAttack, Axis, Grid, Option, Outcome, Scenario, Variant
 
-LAMBDAS = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
+if TYPE_CHECKING:
+    from parties.base import ChannelConfig, Party
+
+    from ..coordinator import Relay
+    from ..world import World
+
+
 MAX_EPOCHS_GUARD = 10_000
 
 
@@ -24,37 +35,45 @@ class PrivNetScenario(Scenario):
     name = "privnet"
     title = "PrivNet: privacy-aware transfer with a simulated attacker (vs LDP, BlurMe)"
     paper = "PrivNet (papers/000)"
-    attacked_artifact = RELEASED
-    attacked_field = "x_trans"
-    intercepted_kinds = (REPRESENTATION_KIND,)
+    options = (
+        Option("dim", 80, "item embedding size", quick=16),
+        Option("hidden", [80, 64], "MLP layer sizes; x_u|trans has the first one's size", quick=[16, 8]),
+        Option("adv_hidden", [64], "hidden layers of the simulated attacker", quick=[16]),
+        Option("epochs", 50, "maximum epochs (early stopping on validation HR@10)", quick=2),
+        Option("patience", 5, "epochs without improvement before stopping", quick=1),
+        Option("batch_size", 128, "examples per training step"),
+        Option("lr", 5e-4, "Adam learning rate of both networks", quick=5e-3),
+        Option("max_steps_per_epoch", 0, "cap on training steps per epoch (0: a full pass)", quick=15),
+        Option("window", 10, "history items the attention encoder reads"),
+        Option("clip", 5.0, "gradient-norm clip of each party's own parameters"),
+        Option("adv_steps", 1, "simulated-attacker updates per recommender step (paper: 1)"),
+        Option("adv_lr", 0.0, "simulated attacker's learning rate (0: the recommender's)"),
+        Option("lam", 1.0, "adversarial weight lambda", by_variant=True),
+        Option("defense", "none", "what the source does to its data first", by_variant=True, choices=("none", "ldp", "blurme")),
+        Option("ldp_noise", 0.1, "LDP noise level", by_variant=True),
+        Option("blurme_k", 5, "BlurMe dummy items per user", by_variant=True),
+        Option("mode", "transfer", "transfer, or the target alone", by_variant=True, choices=("transfer", "target-only")),
+    )
+    grid = Grid(
+        axes=(Axis("lambda", "lam", (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)),),
+        params={"defense": "none"},
+        options={"defense": "none"},
+        extras=(
+            Variant("ldp", {"lambda": 0.0, "defense": "ldp", "noise": 0.1}, {"lam": 0.0, "defense": "ldp", "ldp_noise": 0.1}),
+            Variant("blurme", {"lambda": 0.0, "defense": "blurme", "k": 5}, {"lam": 0.0, "defense": "blurme", "blurme_k": 5}),
+            Variant("target-only", {"transfer": False}, {"mode": "target-only"}),
+        ),
+    )
+    reference = "lambda=0"
+    attacks = (AttributeAttack(kind=PRIVNET_REPRESENTATION_KIND, field="x_trans", final=PRIVNET_RELEASED),)
+    retained_kinds = (PRIVNET_REPRESENTATION_KIND,)
 
-    def variants(self, quick: bool) -> list[Variant]:
-        out = [Variant(f"lambda={lam:g}", {"lambda": lam, "defense": "none"}, {"lam": lam, "defense": "none"}) for lam in LAMBDAS]
-        out.append(Variant("ldp", {"lambda": 0.0, "defense": "ldp", "noise": 0.1}, {"lam": 0.0, "defense": "ldp", "ldp_noise": 0.1}))
-        out.append(Variant("blurme", {"lambda": 0.0, "defense": "blurme", "k": 5}, {"lam": 0.0, "defense": "blurme", "blurme_k": 5}))
-        out.append(Variant("target-only", {"transfer": False}, {"mode": "target-only"}))
-        return out
+    def build_party(self, name: str, world: World, channel: ChannelConfig, options: dict[str, Any]) -> Party:
+        from parties.privnet import PrivNetSourceParty, PrivNetTargetParty  # torch: only where a party runs
 
-    def options(self, quick: bool) -> dict[str, Any]:
-        # Paper (Table 2): embedding 80, MLP [80, 64], Adam 5e-4, batch 128, 1 negative, clip 5,
-        # up to 50 epochs with early stopping on validation. Patience 5: validation HR@10 on
-        # ML-100K (933 users) plateaus for 3-4 epochs early on; patience 3 stopped one run in
-        # three before epoch 8 and cost it up to 0.15 HR@10 (3 seeds x 9 variants, measured).
-        if quick:
-            return {
-                "dim": 16,
-                "hidden": [16, 8],
-                "adv_hidden": [16],
-                "epochs": 2,
-                "patience": 1,
-                "batch_size": 128,
-                "lr": 5e-3,
-                "max_steps_per_epoch": 15,
-            }
-        return {"dim": 80, "hidden": [80, 64], "adv_hidden": [64], "epochs": 50, "patience": 5, "batch_size": 128, "lr": 5e-4}
-
-    def party_classes(self) -> dict[str, type]:
-        return {"source": PrivNetSourceParty, "target": PrivNetTargetParty}
+        if name == "source":
+            return PrivNetSourceParty(channel, world.split.source, world.attributes.restricted_to(world.public), options)
+        return PrivNetTargetParty(channel, world.split.target, options)
 
     def drive(self, relay: Relay, variant: Variant) -> Outcome:
         if variant.options.get("mode") == "target-only":

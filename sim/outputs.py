@@ -1,5 +1,6 @@
 """Everything a run writes: results.json (versioned), metrics.csv, transcript.jsonl,
-intercepted/, report.html, and the summary table printed at the end."""
+report.html, and the summary table printed at the end (captures go to intercepted/ as each
+task finishes)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import base64
 import csv
 import html
 import io
+import json
 from pathlib import Path
 from typing import Any
 
-from .engine import ExperimentResult, VariantRun, dump_json, save_intercepted
+from .engine import ExperimentResult, TaskResult
 from .evaluate import ATTRIBUTES, mean_ci
+from .jsonio import dump_json
 from .world import world
 
 SCHEMA = "cdrsim.results"
@@ -25,7 +28,7 @@ def _stat_block(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: mean_ci([d.get(k) for d in per_seed]) for k in keys}
 
 
-def variant_summary(runs: list[VariantRun]) -> dict[str, Any]:
+def variant_summary(runs: list[TaskResult]) -> dict[str, Any]:
     first = runs[0]
     attacks: dict[str, Any] = {}
     for threat in THREATS:
@@ -53,7 +56,7 @@ def variant_summary(runs: list[VariantRun]) -> dict[str, Any]:
                 "attacks": {t: {k: v for k, v in r.attacks[t].items() if k != "observed"} for t in THREATS},
                 "observed": {t: r.attacks[t]["observed"] for t in THREATS},
                 "rejected_messages": r.rejected,
-                "messages": len(r.transcript.lines),
+                "messages": len(r.transcript),
             }
             for r in runs
         ],
@@ -63,7 +66,7 @@ def variant_summary(runs: list[VariantRun]) -> dict[str, Any]:
 def results_dict(result: ExperimentResult, timing: dict[str, float] | None = None) -> dict[str, Any]:
     config = result.config
     w = world(config.run_dict(config.seeds[0]))
-    groups: dict[str, list[VariantRun]] = {}
+    groups: dict[str, list[TaskResult]] = {}
     for run in result.runs:
         groups.setdefault(run.variant.name, []).append(run)
     return {
@@ -113,13 +116,6 @@ def write_metrics_csv(results: dict[str, Any], path: Path) -> None:
                             for metric, value in sorted(a[which].items()):
                                 if isinstance(value, (int, float)):
                                     out.writerow([v["name"], ps["seed"], f"{threat}/{attr}/{label}", metric, value])
-
-
-def write_intercepted(result: ExperimentResult, directory: Path) -> None:
-    """What each eavesdropper captured, per variant and seed, decoded where it could. Runs
-    made in worker processes (--jobs) were written there and hold no eavesdroppers."""
-    for run in result.runs:
-        save_intercepted(run, result.scenario, world(result.config.run_dict(run.seed)), directory)
 
 
 def fmt(stat: dict[str, Any] | None, digits: int = 3) -> str:
@@ -235,8 +231,10 @@ def write_outputs(result: ExperimentResult, run_dir: Path, timing: dict[str, flo
     run_dir.mkdir(parents=True, exist_ok=True)
     transcript = run_dir / "transcript.jsonl"
     transcript.unlink(missing_ok=True)
-    for run in result.runs:
-        run.transcript.write(transcript)
+    with open(transcript, "a", encoding="utf-8") as f:
+        for run in result.runs:
+            for line in run.transcript:
+                f.write(json.dumps(line, sort_keys=True) + "\n")
     if not result.runs:
         transcript.touch()
         dump_json(
@@ -247,6 +245,5 @@ def write_outputs(result: ExperimentResult, run_dir: Path, timing: dict[str, flo
     results = results_dict(result, timing)
     dump_json(results, run_dir / "results.json")
     write_metrics_csv(results, run_dir / "metrics.csv")
-    write_intercepted(result, run_dir / "intercepted")
     write_html(results, run_dir / "report.html")
     return results
