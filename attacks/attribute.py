@@ -4,81 +4,31 @@ Threat model (IBM ART's "black-box attribute inference" in spirit): the attacker
 attribute of some public users, trains classifiers on their features, and predicts it for the
 private users. Several attacker families are tried because linear defenses only stop linear
 attackers; the one reported as "best" is chosen by cross-validated ROC-AUC on the training
-(public) users only, never on the test users. Every result comes with the same evaluation of an
-attacker that has no artifact (it predicts the training class prior for everyone).
+(public) users only, never on the test users. Each attacker's hard guesses (behind balanced
+accuracy, F1, accuracy) follow a decision rule chosen on its out-of-fold training probabilities
+(attacks/decision.py), not the arg-max, which guesses the majority class when the signal is
+weak. Every result comes with the same evaluation of an attacker that has no artifact (it
+predicts the training class prior for everyone; its balanced accuracy stays at chance).
+Several releases of one artifact: attacks/releases.py.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 import numpy as np
-from sklearn.base import ClassifierMixin
 from sklearn.cluster import KMeans
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import v_measure_score
-from sklearn.model_selection import StratifiedKFold
-from sklearn.neural_network import MLPClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from .metrics import PAPER_METRIC_NOTE, classification_metrics, roc_auc_ovr
+from .attackers import ATTACKERS, CV_FOLDS, PRIOR, AttackerRun, check_attackers, cv_folds, make_attacker, run_attacker
+from .decision import Decision
+from .jsonable import json_safe
+from .metrics import PAPER_METRIC_NOTE, classification_metrics
 
-ATTACKERS: tuple[str, ...] = ("lr", "mlp", "gb")
-CV_FOLDS = 3  # 3 folds select as well as 5 here and keep a 9-variant run within minutes
-# Below this many training users an early-stopping hold-out would be too small to help.
-_MIN_USERS_FOR_EARLY_STOPPING = 100
-
-
-def make_attacker(name: str, seed: int = 0, n_train: int = 1000) -> ClassifierMixin:
-    """A fresh, unfitted attacker: 'lr' (standardised logistic regression), 'mlp' (small
-    standardised MLP, L-BFGS) or 'gb' (histogram gradient boosting with early stopping)."""
-    if name == "lr":
-        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
-    if name == "mlp":
-        # L-BFGS with a strong L2 penalty: at a few hundred users Adam with early stopping
-        # stopped on a noisy 10% hold-out and stayed at chance (CV AUC 0.49 on a planted linear
-        # signal, measured), L-BFGS reached 0.63 there and 0.8+ on an XOR signal LR cannot see.
-        return make_pipeline(
-            StandardScaler(),
-            MLPClassifier(hidden_layer_sizes=(32,), solver="lbfgs", alpha=5.0, max_iter=200, random_state=seed),
-        )
-    if name == "gb":
-        # Small trees, 63 bins and half the features per split: ~3x faster than the defaults
-        # at ml-100k sizes with the same CV AUC (measured), which matters for K-class targets.
-        return HistGradientBoostingClassifier(
-            max_iter=60,
-            learning_rate=0.15,
-            max_leaf_nodes=8,
-            max_bins=63,
-            max_features=0.5,
-            min_samples_leaf=10,
-            l2_regularization=1.0,
-            early_stopping=n_train >= _MIN_USERS_FOR_EARLY_STOPPING,
-            validation_fraction=0.15,
-            n_iter_no_change=8,
-            random_state=seed,
-        )
-    raise ValueError(f"unknown attacker {name!r}; choose from {', '.join(ATTACKERS)}")
-
-
-def _fit_proba(model: ClassifierMixin, X: np.ndarray, y: np.ndarray, X_eval: np.ndarray, n_classes: int) -> np.ndarray:
-    """Fit on (X, y) and return probabilities over all n_classes for X_eval (classes the
-    model never saw in training get probability 0)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(X, y)
-        raw = model.predict_proba(X_eval)
-    proba = np.zeros((X_eval.shape[0], n_classes), dtype=np.float64)
-    proba[:, np.asarray(model.classes_, dtype=np.int64)] = raw
-    return proba
+__all__ = ["ATTACKERS", "AttributeResult", "attribute_inference", "kmeans_vmeasure", "make_attacker", "prior_proba"]
 
 
 def prior_proba(y_train: np.ndarray, n: int, n_classes: int) -> np.ndarray:
@@ -88,43 +38,13 @@ def prior_proba(y_train: np.ndarray, n: int, n_classes: int) -> np.ndarray:
     return np.tile(prior, (n, 1))
 
 
-def _cv_auc(name: str, X: np.ndarray, y: np.ndarray, n_classes: int, seed: int) -> float:
-    """Mean ROC-AUC over stratified folds of the training users."""
-    min_count = int(np.bincount(y)[np.unique(y)].min())
-    n_splits = max(2, min(CV_FOLDS, min_count))
-    folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    aucs = []
-    with warnings.catch_warnings():
-        # a class rarer than n_splits only triggers a warning; its folds still score.
-        warnings.simplefilter("ignore", UserWarning)
-        splits = list(folds.split(X, y))
-    for fit_idx, val_idx in splits:
-        if np.unique(y[fit_idx]).size < 2:
-            continue
-        model = make_attacker(name, seed, n_train=fit_idx.size)
-        proba = _fit_proba(model, X[fit_idx], y[fit_idx], X[val_idx], n_classes)
-        auc = roc_auc_ovr(y[val_idx], proba)
-        if not math.isnan(auc):
-            aucs.append(auc)
-    return float(np.mean(aucs)) if aucs else float("nan")
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    return value
-
-
 @dataclass
 class AttributeResult:
+    """`metrics` are the best attacker's figures on the test users (best by CV ROC-AUC on the
+    training users), `baseline` the no-artifact attacker's, `attackers` every attacker's.
+    Hard-decision figures (balanced accuracy, F1, ...) use each attacker's decision rule,
+    chosen on its out-of-fold training probabilities (`decisions`, `baseline_decision`)."""
+
     best: str
     metrics: dict
     baseline: dict
@@ -135,16 +55,24 @@ class AttributeResult:
     classes: list = field(default_factory=list)
     # Per-test-user class probabilities of the best attacker (per-user risk scores); not in to_dict.
     test_proba: np.ndarray | None = field(default=None, repr=False)
+    decisions: dict[str, Decision] = field(default_factory=dict)
+    baseline_decision: Decision | None = None
+    # Everything each attacker computed (out-of-fold and test probabilities, test guesses); not in to_dict.
+    runs: dict[str, AttackerRun] = field(default_factory=dict, repr=False)
+    baseline_run: AttackerRun | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         """JSON-able (NaN becomes null)."""
-        return _json_safe(
+        return json_safe(
             {
                 "best": self.best,
                 "metrics": self.metrics,
                 "baseline": self.baseline,
                 "attackers": self.attackers,
                 "cv_auc": self.cv_auc,
+                "decision": self.decisions[self.best].to_dict() if self.best in self.decisions else None,
+                "decisions": {name: d.to_dict() for name, d in self.decisions.items()},
+                "baseline_decision": self.baseline_decision.to_dict() if self.baseline_decision else None,
                 "n_train": self.n_train,
                 "n_test": self.n_test,
                 "classes": self.classes,
@@ -154,7 +82,35 @@ class AttributeResult:
         )
 
 
-def _encode_labels(y_train: np.ndarray, y_test: np.ndarray, n_classes: int | None) -> tuple[np.ndarray, np.ndarray, int, list]:
+def best_by_cv(runs: dict[str, AttackerRun], order: Sequence[str]) -> str:
+    """Highest CV AUC wins; ties (and NaN) go to the earlier attacker in `order`."""
+    return max(order, key=lambda a: (-math.inf if math.isnan(runs[a].cv_auc) else runs[a].cv_auc, -list(order).index(a)))
+
+
+def result_from_runs(
+    runs: dict[str, AttackerRun], baseline_run: AttackerRun, y_test: np.ndarray, n_classes: int, classes: list, n_train: int
+) -> AttributeResult:
+    """Score each run on the test users (the only place test labels are read) and pick the best by CV."""
+    results = {name: classification_metrics(y_test, run.test_proba, n_classes, y_pred=run.test_pred) for name, run in runs.items()}
+    best = best_by_cv(runs, list(runs))
+    return AttributeResult(
+        best=best,
+        metrics=dict(results[best]),
+        baseline=classification_metrics(y_test, baseline_run.test_proba, n_classes, y_pred=baseline_run.test_pred),
+        attackers=results,
+        cv_auc={name: run.cv_auc for name, run in runs.items()},
+        n_train=n_train,
+        n_test=int(y_test.size),
+        classes=classes,
+        test_proba=runs[best].test_proba,
+        decisions={name: run.decision for name, run in runs.items()},
+        baseline_decision=baseline_run.decision,
+        runs=runs,
+        baseline_run=baseline_run,
+    )
+
+
+def encode_labels(y_train: np.ndarray, y_test: np.ndarray, n_classes: int | None) -> tuple[np.ndarray, np.ndarray, int, list]:
     y_train, y_test = np.asarray(y_train).reshape(-1), np.asarray(y_test).reshape(-1)
     if n_classes is not None:
         for what, y in (("y_train", y_train), ("y_test", y_test)):
@@ -167,7 +123,7 @@ def _encode_labels(y_train: np.ndarray, y_test: np.ndarray, n_classes: int | Non
     return codes[: y_train.size], codes[y_train.size :], int(classes.size), classes.tolist()
 
 
-def _as_features(X: np.ndarray, what: str) -> np.ndarray:
+def as_features(X: np.ndarray, what: str) -> np.ndarray:
     X = np.asarray(X, dtype=np.float64)
     if X.ndim == 1:
         X = X.reshape(-1, 1)
@@ -194,7 +150,7 @@ def attribute_inference(
     (encoded in sorted order). With zero feature columns (e.g. nothing decodable on a secure
     channel) every attacker is the prior attacker.
     """
-    X_train, X_test = _as_features(X_train, "X_train"), _as_features(X_test, "X_test")
+    X_train, X_test = as_features(X_train, "X_train"), as_features(X_test, "X_test")
     if X_train.shape[1] != X_test.shape[1]:
         raise ValueError(f"X_train has {X_train.shape[1]} features but X_test has {X_test.shape[1]}")
     if X_train.shape[0] != np.asarray(y_train).size or X_test.shape[0] != np.asarray(y_test).size:
@@ -202,57 +158,32 @@ def attribute_inference(
             f"features and labels differ in length: X_train {X_train.shape[0]} vs y_train "
             f"{np.asarray(y_train).size}, X_test {X_test.shape[0]} vs y_test {np.asarray(y_test).size}"
         )
-    if not attackers:
-        raise ValueError(f"no attackers given; choose from {', '.join(ATTACKERS)}")
-    unknown = [a for a in attackers if a not in ATTACKERS]
-    if unknown:
-        raise ValueError(f"unknown attacker(s) {unknown}; choose from {', '.join(ATTACKERS)}")
-    ytr, yte, K, classes = _encode_labels(y_train, y_test, n_classes)
+    check_attackers(attackers)
+    ytr, yte, K, classes = encode_labels(y_train, y_test, n_classes)
     if np.unique(ytr).size < 2:
         raise ValueError(
             f"the public (training) users all have the same label ({classes[int(ytr[0])] if ytr.size else 'none'}); "
             "an attacker needs at least two classes: use more public users"
         )
 
-    baseline_proba = prior_proba(ytr, yte.size, K)
-    baseline = classification_metrics(yte, baseline_proba, K)
-    no_features = X_train.shape[1] == 0
-
-    results: dict[str, dict] = {}
-    cv: dict[str, float] = {}
-    probas: dict[str, np.ndarray] = {}
+    folds = cv_folds(ytr, seed)
     # One thread for BLAS/OpenMP while attacking: with other work on the machine, OpenMP's
     # spinning threads made gradient boosting ~10x slower (measured); results are unchanged.
     with threadpool_limits(limits=1):
+        baseline_run = run_attacker(PRIOR, X_train, ytr, X_test, K, seed=seed, folds=folds)
+        runs: dict[str, AttackerRun] = {}
         for name in attackers:
-            if no_features:
-                probas[name] = baseline_proba
-                cv[name] = 0.5
+            if X_train.shape[1] == 0:  # nothing to learn from: the attacker is the prior attacker
+                runs[name] = replace(baseline_run, name=name)
             else:
-                cv[name] = _cv_auc(name, X_train, ytr, K, seed)
-                model = make_attacker(name, seed, n_train=ytr.size)
-                probas[name] = _fit_proba(model, X_train, ytr, X_test, K)
-            results[name] = classification_metrics(yte, probas[name], K)
-
-    # Highest CV AUC wins; ties (and NaN) go to the earlier attacker in `attackers`.
-    best = max(attackers, key=lambda a: (-math.inf if math.isnan(cv[a]) else cv[a], -list(attackers).index(a)))
-    return AttributeResult(
-        best=best,
-        metrics=dict(results[best]),
-        baseline=baseline,
-        attackers=results,
-        cv_auc=cv,
-        n_train=int(ytr.size),
-        n_test=int(yte.size),
-        classes=classes,
-        test_proba=probas[best],
-    )
+                runs[name] = run_attacker(name, X_train, ytr, X_test, K, seed=seed, folds=folds)
+    return result_from_runs(runs, baseline_run, yte, K, classes, int(ytr.size))
 
 
 def kmeans_vmeasure(X: np.ndarray, y: np.ndarray, k: int = 2, seed: int = 0) -> float:
     """PrivNet's clustering check (§5.5.1): k-means on the representations, V-measure of the
     clusters against the private attribute (0 = clusters say nothing about it)."""
-    X = _as_features(X, "X")
+    X = as_features(X, "X")
     y = np.asarray(y).reshape(-1)
     if X.shape[0] != y.size:
         raise ValueError(f"X has {X.shape[0]} rows but y has {y.size} labels")

@@ -1,8 +1,10 @@
 """Attack metrics: attribute inference (classification) and membership inference (ROC at low FPR).
 
 Conventions:
-- Attribute metrics take class probabilities, never hard labels, so that AUC is computed from
-  continuous scores; hard predictions are the arg-max (ties go to the lowest class index).
+- Attribute metrics take class probabilities, so that AUC is computed from continuous scores.
+  The hard predictions behind balanced accuracy, F1 and accuracy are passed as `y_pred` (an
+  attacker's rule chosen on its training users, attacks/decision.py); without them they are
+  the arg-max (ties go to the lowest class index).
 - Weighted precision/recall/F1 are reported because the papers report them; they flatter a
   majority-class guesser, so balanced accuracy and AUC are the figures to read first.
 - Membership metrics follow Carlini et al. (2022): ROC-AUC plus TPR at fixed low FPR, with an
@@ -71,11 +73,14 @@ def roc_auc_ovr(y_true: np.ndarray, proba: np.ndarray) -> float:
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
-def classification_metrics(y_true: np.ndarray, proba: np.ndarray, n_classes: int | None = None) -> dict:
+def classification_metrics(
+    y_true: np.ndarray, proba: np.ndarray, n_classes: int | None = None, *, y_pred: np.ndarray | None = None
+) -> dict:
     """Metrics of an attribute attacker from its class probabilities [n, K] on the test users.
 
-    Keys: auc (binary, or one-vs-rest macro), balanced_accuracy, macro_f1, accuracy,
-    weighted_precision, weighted_recall, weighted_f1 (the papers' metrics), n.
+    Keys: auc (binary, or one-vs-rest macro; from `proba`), balanced_accuracy, macro_f1,
+    accuracy, weighted_precision, weighted_recall, weighted_f1 (the papers' metrics; from
+    `y_pred`, default the arg-max of `proba`), n.
     """
     proba = np.asarray(proba, dtype=np.float64)
     if proba.ndim != 2:
@@ -89,7 +94,11 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, n_classes: int
         raise ValueError(f"y_true has {y_true.shape[0]} labels but proba has {proba.shape[0]} rows")
     if y_true.size == 0:
         raise ValueError("no test users: cannot evaluate an attacker on an empty set")
-    y_pred = proba.argmax(axis=1)
+    if y_pred is None:
+        y_pred = proba.argmax(axis=1)
+    y_pred = _as_labels(np.asarray(y_pred).reshape(-1), n_classes, "y_pred")
+    if y_pred.shape != y_true.shape:
+        raise ValueError(f"y_pred has {y_pred.size} predictions but y_true has {y_true.size} labels")
     with warnings.catch_warnings():
         # balanced accuracy warns when predictions use a class absent from y_true; expected.
         warnings.simplefilter("ignore", UserWarning)
