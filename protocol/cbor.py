@@ -1,16 +1,21 @@
-"""Canonical CBOR for headers: strict decoding (no tags, no duplicates, canonical bytes only).
+"""Canonical CBOR for headers: a strict decoder of the v1 data model, and the canonical encoder.
 
 Only a small data model crosses the wire: maps with text keys, arrays, text, bytes, ints in
 the 64-bit range, floats, booleans and null. Rejecting every semantic tag keeps out
 value-sharing references (cycles, exponential expansion), timestamps, bignums and other
 types a peer could use to surprise a decoder; requiring canonical bytes makes every header
 have exactly one encoding, so byte-exact vectors and AEAD associated data are unambiguous.
+
+The decoder is our own so that the order of the checks (PROTOCOL.md §3.1) is the one the
+specification states and memory stays bounded: a claimed length or element count is compared
+with the bytes that remain before anything is read or allocated.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import cbor2
 import numpy as np
@@ -19,26 +24,8 @@ from .errors import ErrorCode, ProtocolError
 from .wire import CBOR_MAX_DEPTH, MAX_META_DEPTH, U64_MAX
 
 _INT_MIN = -(2**64)  # CBOR major type 1 reaches -2^64
-
-
-def _reject_tag(*_args: Any) -> Any:
-    raise ValueError("CBOR semantic tags are not allowed in protocol v1")
-
-
-class _NoSemanticTags(dict):
-    """A decoder table that claims every tag number and rejects it (cbor2 consults it first)."""
-
-    def __contains__(self, _key: object) -> bool:
-        return True
-
-    def get(self, _key: object, _default: Any = None) -> Any:
-        return _reject_tag
-
-    def __getitem__(self, _key: object) -> Any:
-        return _reject_tag
-
-
-_NO_TAGS = _NoSemanticTags()
+_HALF, _SINGLE, _DOUBLE = struct.Struct(">e"), struct.Struct(">f"), struct.Struct(">d")
+_SIMPLE = {20: False, 21: True, 22: None}  # the only simple values of the data model
 
 
 def dumps(obj: Any) -> bytes:
@@ -46,41 +33,25 @@ def dumps(obj: Any) -> bytes:
     return cbor2.dumps(obj, canonical=True)
 
 
-def loads(data: bytes, *, what: str = "header") -> Any:
+def loads(data: bytes | bytearray | memoryview, *, what: str = "header") -> Any:
     """Decode canonical CBOR strictly; every failure is a ProtocolError.
 
-    DUPLICATE_KEY for a repeated map key, MALFORMED_HEADER for anything else (bad syntax,
-    trailing bytes, tags, indefinite lengths, disallowed types, non-canonical encoding).
+    Three phases, in this order (PROTOCOL.md §3.1): the whole item must be well-formed and
+    inside the data model (MALFORMED_HEADER, at the first problem in byte order); then no map
+    may repeat a key (DUPLICATE_KEY); then the bytes must be the canonical encoding
+    (MALFORMED_HEADER).
     """
     raw = bytes(data)
-    try:
-        obj = cbor2.loads(
-            raw,
-            allow_duplicate_keys=False,
-            allow_indefinite=False,
-            max_depth=CBOR_MAX_DEPTH,
-            semantic_decoders=_NO_TAGS,
-            tag_hook=_reject_tag,
-            str_errors="strict",
-        )
-    except Exception as exc:  # cbor2 raises several types; all mean "not valid CBOR for us"
-        text = f"{exc} {exc.__cause__ or ''}"
-        if "duplicate map key" in text.lower():  # cbor2's wording, pinned by a test
-            raise ProtocolError(
-                ErrorCode.DUPLICATE_KEY,
-                f"the {what} CBOR repeats a map key ({exc}); every key may appear once",
-            ) from None
+    decoder = _Decoder(raw, what)
+    obj = decoder.item(0)
+    if decoder.pos != len(raw):
+        decoder.fail(f"{len(raw) - decoder.pos} bytes follow the top-level item")
+    if decoder.duplicate is not None:
         raise ProtocolError(
-            ErrorCode.MALFORMED_HEADER,
-            f"the {what} is not valid CBOR for protocol v1 ({type(exc).__name__}: {exc}); use definite-length canonical CBOR without tags",
-        ) from None
-    problem = _check_value(obj, 0)
-    if problem:
-        raise ProtocolError(ErrorCode.MALFORMED_HEADER, f"the {what} contains {problem}")
-    try:
-        canonical = dumps(obj)
-    except Exception as exc:  # pragma: no cover - _check_value admits only encodable values
-        raise ProtocolError(ErrorCode.MALFORMED_HEADER, f"the {what} cannot be re-encoded: {exc}") from None
+            ErrorCode.DUPLICATE_KEY,
+            f"the {what} CBOR repeats the map key {decoder.duplicate[:64]!r}; every key may appear once",
+        )
+    canonical = dumps(obj)
     if canonical != raw:
         raise ProtocolError(
             ErrorCode.MALFORMED_HEADER,
@@ -91,30 +62,98 @@ def loads(data: bytes, *, what: str = "header") -> Any:
     return obj
 
 
-def _check_value(value: Any, depth: int) -> str | None:
-    """Return a description of the first disallowed value, or None."""
-    if depth > CBOR_MAX_DEPTH:
-        return f"values nested deeper than {CBOR_MAX_DEPTH} levels"
-    t = type(value)
-    if value is None or t is bool or t is float or t is str or t is bytes:
-        return None
-    if t is int:
-        return None if _INT_MIN <= value <= U64_MAX else f"an integer outside the 64-bit range ({value})"
-    if t is list:
-        for item in value:
-            problem = _check_value(item, depth + 1)
-            if problem:
-                return problem
-        return None
-    if t is dict:
-        for key, item in value.items():
+class _Decoder:
+    """Recursive descent over one CBOR item; nesting is bounded by CBOR_MAX_DEPTH."""
+
+    def __init__(self, data: bytes, what: str):
+        self.data = data
+        self.pos = 0
+        self.what = what
+        self.duplicate: str | None = None  # first repeated map key, reported after phase 1
+
+    def fail(self, why: str) -> NoReturn:
+        raise ProtocolError(
+            ErrorCode.MALFORMED_HEADER,
+            f"the {self.what} is not valid CBOR for protocol v1: {why} (byte {self.pos}); use "
+            "definite-length canonical CBOR without tags (maps with text keys, arrays, text, "
+            "bytes, 64-bit ints, floats, booleans, null)",
+        )
+
+    def take(self, n: int) -> bytes:
+        if n > len(self.data) - self.pos:  # checked before slicing: no allocation from a claim
+            self.fail(f"an item claims {n} bytes but only {len(self.data) - self.pos} remain")
+        start = self.pos
+        self.pos += n
+        return self.data[start : self.pos]
+
+    def head(self) -> tuple[int, int, int]:
+        (initial,) = self.take(1)
+        major, info = initial >> 5, initial & 0x1F
+        if info < 24:
+            return major, info, info
+        if info <= 27:
+            return major, info, int.from_bytes(self.take(1 << (info - 24)), "big")
+        if info == 31:
+            self.fail("indefinite-length items and 'break' are not allowed")
+        self.fail(f"reserved additional information {info}")
+
+    def item(self, level: int) -> Any:
+        if level > CBOR_MAX_DEPTH:
+            self.fail(f"an item is nested deeper than level {CBOR_MAX_DEPTH}")
+        start = self.pos
+        major, info, arg = self.head()
+        if major == 0:
+            return arg
+        if major == 1:
+            return -1 - arg
+        if major == 2:
+            return self.take(arg)
+        if major == 3:
+            raw = self.take(arg)
+            try:
+                return raw.decode("utf-8")  # strict: also refuses encoded surrogates
+            except UnicodeDecodeError:
+                pass
+            self.pos = start
+            self.fail("a text string is not valid UTF-8")
+        if major == 4:
+            if arg > len(self.data) - self.pos:  # every element needs at least one byte
+                self.fail(f"an array claims {arg} elements but only {len(self.data) - self.pos} bytes remain")
+            return [self.item(level + 1) for _ in range(arg)]
+        if major == 5:
+            return self.map(arg, level)
+        if major == 6:
+            self.pos = start
+            self.fail(f"semantic tag {arg} (no tags are allowed)")
+        return self.simple(info, arg, start)
+
+    def map(self, count: int, level: int) -> dict[str, Any]:
+        if 2 * count > len(self.data) - self.pos:  # every pair needs at least two bytes
+            self.fail(f"a map claims {count} pairs but only {len(self.data) - self.pos} bytes remain")
+        out: dict[str, Any] = {}
+        for _ in range(count):
+            key_at = self.pos
+            key = self.item(level + 1)
             if type(key) is not str:
-                return f"a map key of type {type(key).__name__} (only text keys are allowed)"
-            problem = _check_value(item, depth + 1)
-            if problem:
-                return problem
-        return None
-    return f"a value of type {t.__name__} (allowed: map, array, text, bytes, int, float, bool, null)"
+                self.pos = key_at
+                self.fail(f"a map key of type {type(key).__name__} (only text keys are allowed)")
+            value = self.item(level + 1)
+            if key in out and self.duplicate is None:
+                self.duplicate = key
+            out[key] = value
+        return out
+
+    def simple(self, info: int, arg: int, start: int) -> Any:
+        if info == 25:
+            return _HALF.unpack(arg.to_bytes(2, "big"))[0]
+        if info == 26:
+            return _SINGLE.unpack(arg.to_bytes(4, "big"))[0]
+        if info == 27:
+            return _DOUBLE.unpack(arg.to_bytes(8, "big"))[0]
+        if info < 24 and arg in _SIMPLE:
+            return _SIMPLE[arg]
+        self.pos = start
+        self.fail("undefined" if arg == 23 and info < 24 else f"simple value {arg}")
 
 
 def normalize_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -122,6 +161,8 @@ def normalize_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
 
     Tuples become lists and numpy scalars become Python scalars (parties often put metric
     values computed with numpy there); arrays are refused: they belong in Message.arrays.
+    The depth rule is the receiver's (PROTOCOL.md §3.1): a value at meta depth
+    MAX_META_DEPTH + 1 would sit above CBOR_MAX_DEPTH in the header.
     """
     if meta is None:
         return {}

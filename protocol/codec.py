@@ -60,13 +60,15 @@ def _as_view(data: bytes | bytearray | memoryview) -> memoryview:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ProtocolError(ErrorCode.MALFORMED_HEADER, f"an envelope is bytes, got {type(data).__name__}")
     view = memoryview(data)
+    if not view.c_contiguous:  # casting would fail; copying could double an oversized input
+        raise ProtocolError(ErrorCode.MALFORMED_HEADER, "an envelope must be a contiguous buffer; pass bytes")
     if view.format != "B" or view.ndim != 1:
         view = view.cast("B")
     return view
 
 
 def parse_frame(data: bytes | bytearray | memoryview, limits: Limits = _DEFAULT_LIMITS) -> Frame:
-    """Check framing and the cleartext header (PROTOCOL.md §4.1, steps 1-12)."""
+    """Check framing and the cleartext header (PROTOCOL.md §9, steps 1-11)."""
     view = _as_view(data)
     n = len(view)
     k = min(n, len(MAGIC))
@@ -264,18 +266,19 @@ def session_id_of(msg: Message) -> bytes:
     return sid
 
 
-def encode(msg: Message) -> bytes:
+def encode(msg: Message, *, limits: Limits | None = None) -> bytes:
     """The canonical plaintext envelope of `msg` (deterministic bytes).
 
     Always produces a plaintext-suite envelope, whatever `msg.suite` says; an empty
-    `session_id` is written as 16 zero bytes.
+    `session_id` is written as 16 zero bytes. With `limits`, an envelope a receiver with
+    those limits would refuse as OVERSIZED is refused here (PROTOCOL.md §10).
     """
     check_message(msg)
     for name, limit in (("epoch", U32_MAX), ("seq", U64_MAX)):
         value = getattr(msg, name)
         if type(value) is not int or not 0 <= value <= limit:
             raise ProtocolError(ErrorCode.MALFORMED_HEADER, f"{name} must be an int in 0..{limit}, got {value!r}")
-    lay, buffers = prepare_arrays(msg.arrays)
+    lay, buffers = prepare_arrays(msg.arrays, limits)
     header = make_header(
         suite="plaintext",
         type=msg.type,
@@ -290,8 +293,25 @@ def encode(msg: Message) -> bytes:
         manifest=lay.manifest(),
         meta=cbor.normalize_meta(msg.meta),
     )
+    prefix = frame_prefix(header, 0)
+    if limits is not None:
+        check_sizes(len(prefix) - PREFIX_LEN, len(prefix) + lay.size, limits)
     # One copy: numpy buffers go straight into the joined bytes.
-    return b"".join([frame_prefix(header, 0), *buffers])
+    return b"".join([prefix, *buffers])
+
+
+def check_sizes(header_length: int, envelope_length: int, limits: Limits) -> None:
+    """Sender side of the OVERSIZED checks of §9 steps 4, 6 and 10."""
+    if header_length > limits.max_header_bytes:
+        raise ProtocolError(
+            ErrorCode.OVERSIZED,
+            f"the header would be {header_length} bytes, over Limits.max_header_bytes={limits.max_header_bytes}; move bulky meta into arrays",
+        )
+    if envelope_length > limits.max_envelope_bytes:
+        raise ProtocolError(
+            ErrorCode.OVERSIZED,
+            f"the envelope would be {envelope_length} bytes, over Limits.max_envelope_bytes={limits.max_envelope_bytes}; split it into smaller messages",
+        )
 
 
 def message_from_frame(frame: Frame, lay: Layout, arrays: dict, meta: dict, suite: str) -> Message:
@@ -333,5 +353,9 @@ def decode(data: bytes | bytearray | memoryview, *, limits: Limits = _DEFAULT_LI
 
 
 def peek_header(data: bytes | bytearray | memoryview, *, limits: Limits = _DEFAULT_LIMITS) -> dict[str, Any]:
-    """The cleartext header of any envelope: what a wire eavesdropper always sees."""
+    """The cleartext header of any envelope: what a wire eavesdropper always sees.
+
+    Runs the framing and header checks of §9 steps 1-11 (the same errors as `decode`) and
+    nothing else: no body check, no decryption, any suite.
+    """
     return dict(parse_frame(data, limits).header)

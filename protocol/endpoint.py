@@ -1,109 +1,28 @@
 """One party's protocol state towards all its peers (sans-I/O: bytes in, bytes out).
 
-All per-peer state lives in immutable `PeerState` values. Handling an envelope computes a new
-`PeerState` and installs it only when every check has passed, so a rejected envelope cannot
-change anything but the rejection log (PROTOCOL.md §8).
+All per-peer state lives in immutable `PeerState` values (protocol.session). Handling an
+envelope computes a new `PeerState` and installs it only when every check has passed, so a
+rejected envelope cannot change anything but the rejection accounting (PROTOCOL.md §9, §10).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
-from . import secure
+from . import handshake, secure
 from .codec import Frame, check_message, encode, message_from_frame, parse_frame, plaintext_body
 from .errors import ErrorCode, ProtocolError
+from .handshake import SenderFault
 from .keys import Identity, Registry
 from .message import Message
-from .wire import (
-    FINISH_SIG_CONTEXT,
-    HANDSHAKE_TYPES,
-    PLAINTEXT_SESSION_LABEL,
-    REPLAY_WINDOW,
-    RESP_SIG_CONTEXT,
-    SESSION_ID_LEN,
-    SUITES,
-    U32_MAX,
-    U64_MAX,
-    WIRE_VERSION,
-    X25519_KEY_LEN,
-    Limits,
-)
+from .session import PeerState, RecvState, ReplayWindow, SendState, plaintext_session_id
+from .wire import HANDSHAKE_TYPES, SUITES, U32_MAX, U64_MAX, Limits
 
-_WINDOW_MASK = (1 << REPLAY_WINDOW) - 1
+__all__ = ["Endpoint", "PeerState", "ReplayWindow", "plaintext_session_id"]
 
-
-@dataclass(frozen=True)
-class ReplayWindow:
-    """RFC 4303-style sliding window over received sequence numbers (which start at 1)."""
-
-    top: int = 0  # highest sequence number accepted so far (0: none yet)
-    bits: int = 0  # bit i set <=> sequence number top - i was accepted (i < REPLAY_WINDOW)
-
-    def check(self, seq: int) -> ErrorCode | None:
-        if seq == 0 or (seq <= self.top and self.top - seq >= REPLAY_WINDOW):
-            return ErrorCode.STALE
-        if seq <= self.top and (self.bits >> (self.top - seq)) & 1:
-            return ErrorCode.REPLAY
-        return None
-
-    def accept(self, seq: int) -> ReplayWindow:
-        if seq > self.top:
-            return ReplayWindow(seq, ((self.bits << (seq - self.top)) | 1) & _WINDOW_MASK)
-        return ReplayWindow(self.top, self.bits | (1 << (self.top - seq)))
-
-
-@dataclass(frozen=True)
-class SendState:
-    epoch: int
-    key: bytes = b""  # empty in the plaintext suite
-    iv: bytes = b""
-    seq: int = 0  # last sequence number used
-
-
-@dataclass(frozen=True)
-class RecvState:
-    epoch: int
-    key: bytes = b""
-    iv: bytes = b""
-    window: ReplayWindow = field(default_factory=ReplayWindow)
-
-
-@dataclass(frozen=True)
-class Pending:
-    """A handshake in progress with one peer."""
-
-    role: str  # "initiator" or "responder"
-    session_id: bytes
-    epoch: int
-    transcript: bytes  # TH1 (initiator) or TH2 (responder)
-    eph_private: bytes = b""  # initiator only
-    keys: secure.TrafficKeys | None = None  # responder only
-
-
-@dataclass(frozen=True)
-class PeerState:
-    session_id: bytes | None = None
-    send: SendState | None = None
-    recv: RecvState | None = None
-    recv_previous: RecvState | None = None  # the epoch before `recv`, still accepted
-    pending: Pending | None = None
-    queue: tuple[Message, ...] = ()
-
-
-def plaintext_session_id(session_seed: bytes, a: str, b: str) -> bytes:
-    """First 16 bytes of SHA-256(label || lp(seed) || lp(name1) || lp(name2)), names sorted."""
-    first, second = sorted((a, b))
-
-    def lp(x: bytes) -> bytes:
-        return len(x).to_bytes(4, "big") + x
-
-    digest = hashlib.sha256(
-        PLAINTEXT_SESSION_LABEL + lp(bytes(session_seed)) + lp(first.encode("utf-8")) + lp(second.encode("utf-8"))
-    ).digest()
-    return digest[:SESSION_ID_LEN]
+LINK_PREFIX = "link:"  # rejections charged to a transport link are logged as "link:<id>"
 
 
 class Endpoint:
@@ -147,8 +66,11 @@ class Endpoint:
         self.session_seed = bytes(session_seed)
         self.rng: Callable[[int], bytes] = rng or os.urandom
         self.rekey_every = rekey_every
+        # (charged_to, code) for every rejected envelope: charged_to is the sender's name when
+        # the envelope was provably its own, else "link:<id>" (PROTOCOL.md §10).
         self.rejections: list[tuple[str, ErrorCode]] = []
-        self._rejected: dict[str, int] = {}
+        self._charged_senders: dict[str, int] = {}
+        self._charged_links: dict[str, int] = {}
         self._peers: dict[str, PeerState] = {}
 
     # ------------------------------------------------------------------ public API
@@ -159,20 +81,19 @@ class Endpoint:
             raise ValueError(f"endpoint {self.name!r} cannot send a message whose sender is {msg.sender!r}")
         peer = msg.receiver
         self._check_peer_name(peer)
-        prepared = secure.prepare_inner(msg) if self.suite == "secure" else None
+        prepared = secure.prepare_inner(msg, self.limits) if self.suite == "secure" else None
         if prepared is not None:
             self._check_send_size(prepared[1])
         state = self._peer(peer)
         out: list[bytes] = []
         if self.suite == "plaintext":
-            if self.rekey_every is not None and state.send.seq >= self.rekey_every:
-                state = replace(state, send=SendState(self._next_epoch(state.send.epoch)))
+            if self._rekey_due(state):
+                state = replace(state, send=SendState(self.next_epoch(state.send.epoch)))
             envelope, state = self._seal_plaintext(state, msg)
             out.append(envelope)
         else:
-            due = self.rekey_every is not None and state.send is not None and state.send.seq >= self.rekey_every
-            if state.pending is None and (state.send is None or due):
-                init, state = self._start_handshake(peer, state)
+            if self._needs_handshake(state):
+                init, state = handshake.start(self, peer, state)
                 out.append(init)
             # Hold the message while a session we need is being negotiated; a handshake the
             # peer started does not stop us from using the session we already have.
@@ -184,44 +105,52 @@ class Endpoint:
         self._peers[peer] = state
         return out
 
-    def receive(self, data: bytes) -> tuple[list[Message], list[bytes]]:
-        """Open one envelope: (application messages delivered, envelopes to send in reply)."""
+    def receive(self, data: bytes, *, link: str = "") -> tuple[list[Message], list[bytes]]:
+        """Open one envelope: (application messages delivered, envelopes to send in reply).
+
+        `link` names the transport link the envelope arrived on ("" = the single default
+        link). A rejection is charged to the sender only when the envelope is provably its
+        own (secure suite: authenticated and fresh); otherwise to the link (§10).
+        """
+        if type(link) is not str:
+            raise TypeError(f"link must be a str naming the transport link, got {type(link).__name__}")
+        link_key = LINK_PREFIX + link
+        if self._charged_links.get(link, 0) >= self.limits.max_rejections:
+            raise self._refuse(link_key, f"link {link!r} carried {self._charged_links[link]} rejected envelopes", None)
         try:
             frame = parse_frame(data, self.limits)
         except ProtocolError as exc:
-            self._record("?", exc)
-            raise
+            raise self._charge(exc, link_key, self._charged_links, link) from None
         sender = frame.sender
-        if self._rejected.get(sender, 0) >= self.limits.max_rejections:
-            exc = ProtocolError(
-                ErrorCode.PEER_CUT_OFF,
-                f"{sender!r} already sent {self._rejected[sender]} rejected envelopes "
-                f"(Limits.max_rejections={self.limits.max_rejections}); everything from it is refused. "
-                "Fix the sender and start a new endpoint",
-                sender=sender,
-            )
-            self._record(sender, exc)
-            raise exc
+        if self._charged_senders.get(sender, 0) >= self.limits.max_rejections:
+            raise self._refuse(sender, f"{sender!r} sent {self._charged_senders[sender]} rejected envelopes", sender)
         try:
             delivered, out, new_state = self._process(frame)
+        except SenderFault as fault:
+            fault.error.sender = sender
+            raise self._charge(fault.error, sender, self._charged_senders, sender) from None
         except ProtocolError as exc:
             exc.sender = sender
-            self._record(sender, exc)
-            raise
+            raise self._charge(exc, link_key, self._charged_links, link) from None
         if new_state is not None:
             self._peers[sender] = new_state
         return delivered, out
 
     def rekey(self, peer: str) -> list[bytes]:
-        """Start a new epoch with `peer` (secure: a fresh handshake, new keys)."""
+        """Start a new epoch with `peer`.
+
+        Plaintext: the send epoch moves on, nothing goes on the wire. Secure: an hs_init for
+        the next epoch (for a new session at epoch 0 if there is none yet); nothing while a
+        handshake with `peer` is pending, whoever started it.
+        """
         self._check_peer_name(peer)
         state = self._peer(peer)
         if self.suite == "plaintext":
-            self._peers[peer] = replace(state, send=SendState(self._next_epoch(state.send.epoch)))
+            self._peers[peer] = replace(state, send=SendState(self.next_epoch(state.send.epoch)))
             return []
         if state.pending is not None:
             return []  # a handshake is already under way; it yields the new epoch
-        init, state = self._start_handshake(peer, state)
+        init, state = handshake.start(self, peer, state)
         self._peers[peer] = state
         return [init]
 
@@ -245,11 +174,34 @@ class Endpoint:
         """Every piece of per-peer protocol state (immutable values; compare with ==)."""
         return dict(self._peers)
 
-    # ------------------------------------------------------------------ helpers
-    def _record(self, sender: str, exc: ProtocolError) -> None:
-        self.rejections.append((sender, exc.code))
-        self._rejected[sender] = self._rejected.get(sender, 0) + 1
+    def cut_off(self) -> list[str]:
+        """Senders and links ("link:<id>") refused from now on (max_rejections reached)."""
+        limit = self.limits.max_rejections
+        return sorted(
+            [s for s, n in self._charged_senders.items() if n >= limit]
+            + [LINK_PREFIX + k for k, n in self._charged_links.items() if n >= limit]
+        )
 
+    # ------------------------------------------------------------------ accounting
+    def _charge(self, exc: ProtocolError, charged_to: str, counts: dict[str, int], key: str) -> ProtocolError:
+        exc.charged_to = charged_to
+        self.rejections.append((charged_to, exc.code))
+        counts[key] = counts.get(key, 0) + 1
+        return exc
+
+    def _refuse(self, charged_to: str, why: str, sender: str | None) -> ProtocolError:
+        # Logged under whoever is cut off, but not charged again: the cut-off is already final.
+        exc = ProtocolError(
+            ErrorCode.PEER_CUT_OFF,
+            f"{why} (Limits.max_rejections={self.limits.max_rejections}); everything from it is refused. "
+            "Fix the sender or the link and start a new endpoint",
+            sender=sender,
+        )
+        exc.charged_to = charged_to
+        self.rejections.append((charged_to, exc.code))
+        return exc
+
+    # ------------------------------------------------------------------ helpers
     def _check_peer_name(self, peer: str) -> None:
         if peer == self.name:
             raise ValueError(f"endpoint {self.name!r} cannot talk to itself")
@@ -273,15 +225,20 @@ class Endpoint:
         if state is not None:
             return state
         if self.suite == "plaintext":
-            return PeerState(
-                session_id=plaintext_session_id(self.session_seed, self.name, peer),
-                send=SendState(0),
-                recv=RecvState(0),
-            )
+            return PeerState(session_id=plaintext_session_id(self.session_seed, self.name, peer), send=SendState(0), recv=RecvState(0))
         return PeerState()
 
+    def _needs_handshake(self, state: PeerState) -> bool:
+        """No session yet, or rekey_every is due. Any pending handshake, ours or the peer's,
+        will bring a new epoch, so none is started while one is (§7.6)."""
+        return state.pending is None and (state.send is None or self._rekey_due(state))
+
+    def _rekey_due(self, state: PeerState) -> bool:
+        """rekey_every = k: k messages were already sealed towards this peer in the current epoch."""
+        return self.rekey_every is not None and state.send is not None and state.send.seq >= self.rekey_every
+
     @staticmethod
-    def _next_epoch(epoch: int) -> int:
+    def next_epoch(epoch: int) -> int:
         if epoch >= U32_MAX:
             raise ProtocolError(ErrorCode.WRONG_EPOCH, "epoch counter exhausted; start a new session")
         return epoch + 1
@@ -289,10 +246,8 @@ class Endpoint:
     # ------------------------------------------------------------------ sealing
     def _seal_plaintext(self, state: PeerState, msg: Message) -> tuple[bytes, PeerState]:
         seq = state.send.seq + 1
-        envelope = encode(replace(msg, session_id=state.session_id, epoch=state.send.epoch, seq=seq, suite="plaintext"))
-        if len(envelope) > self.limits.max_envelope_bytes:
-            self._check_send_size(len(envelope))
-        return envelope, replace(state, send=replace(state.send, seq=seq))
+        sealed = replace(msg, session_id=state.session_id, epoch=state.send.epoch, seq=seq, suite="plaintext")
+        return encode(sealed, limits=self.limits), replace(state, send=replace(state.send, seq=seq))
 
     def _seal_secure(self, state: PeerState, msg: Message, prepared=None) -> tuple[bytes, PeerState]:
         send = state.send
@@ -302,34 +257,16 @@ class Endpoint:
         envelope = secure.seal(msg, session_id=state.session_id, epoch=send.epoch, seq=seq, key=send.key, iv=send.iv, prepared=prepared)
         return envelope, replace(state, send=replace(send, seq=seq))
 
-    def _flush(self, state: PeerState) -> tuple[list[bytes], PeerState]:
+    def flush(self, state: PeerState) -> tuple[list[bytes], PeerState]:
+        """Seal every queued message in order (rekey_every is not consulted: §7.6)."""
         out = []
         for msg in state.queue:
             envelope, state = self._seal_secure(state, msg)
             out.append(envelope)
         return out, replace(state, queue=())
 
-    # ------------------------------------------------------------------ handshake
-    def _start_handshake(self, peer: str, state: PeerState) -> tuple[bytes, PeerState]:
-        if state.send is not None:
-            sid, epoch = state.session_id, self._next_epoch(state.send.epoch)
-        else:
-            sid, epoch = self.rng(SESSION_ID_LEN), 0
-        eph = self.rng(X25519_KEY_LEN)
-        if len(sid) != SESSION_ID_LEN or len(eph) != X25519_KEY_LEN:
-            raise ValueError("rng(n) must return exactly n bytes")
-        init = secure.build_handshake(
-            "hs_init",
-            session_id=sid,
-            sender=self.name,
-            receiver=peer,
-            epoch=epoch,
-            payload={"eph": secure.x25519_public(eph), "suites": ["secure"], "versions": [WIRE_VERSION]},
-        )
-        pending = Pending("initiator", sid, epoch, hashlib.sha256(init).digest(), eph_private=eph)
-        return init, replace(state, pending=pending)
-
-    def _process(self, frame: Frame) -> tuple[list[Message], list[bytes], PeerState | None]:
+    # ------------------------------------------------------------------ receiving
+    def _process(self, frame: Frame) -> handshake.Outcome:
         h = frame.header
         sender = h["sender"]
         if h["receiver"] != self.name:
@@ -346,16 +283,14 @@ class Endpoint:
         if h["suite"] != self.suite:
             if self.suite == "secure":
                 raise ProtocolError(
-                    ErrorCode.DOWNGRADE,
-                    f"{self.name!r} speaks only the secure suite and refuses a plaintext envelope from {sender!r}",
+                    ErrorCode.DOWNGRADE, f"{self.name!r} speaks only the secure suite and refuses a plaintext envelope from {sender!r}"
                 )
             raise ProtocolError(
-                ErrorCode.UNSUPPORTED_SUITE,
-                f"{self.name!r} is configured for the plaintext suite and cannot open a secure envelope",
+                ErrorCode.UNSUPPORTED_SUITE, f"{self.name!r} is configured for the plaintext suite and cannot open a secure envelope"
             )
         state = self._peer(sender)
         if h["type"] in HANDSHAKE_TYPES:
-            return self._handshake(frame, state)
+            return handshake.receive(self, frame, state)
         if self.suite == "plaintext":
             return self._open_plaintext(frame, state)
         return self._open_secure(frame, state)
@@ -374,11 +309,11 @@ class Endpoint:
         if code is ErrorCode.STALE:
             raise ProtocolError(
                 code,
-                f"sequence number {seq} from {sender!r} is older than the {REPLAY_WINDOW}-message window "
+                f"sequence number {seq} from {sender!r} is 0 or older than the replay window "
                 f"(newest accepted: {recv.window.top}); it can no longer be checked for replay",
             )
 
-    def _open_plaintext(self, frame: Frame, state: PeerState) -> tuple[list[Message], list[bytes], PeerState]:
+    def _open_plaintext(self, frame: Frame, state: PeerState) -> handshake.Outcome:
         h = frame.header
         if h["session_id"] != state.session_id:
             raise ProtocolError(
@@ -406,7 +341,7 @@ class Endpoint:
             state = replace(state, **{slot: recv})
         return [msg], [], state
 
-    def _open_secure(self, frame: Frame, state: PeerState) -> tuple[list[Message], list[bytes], PeerState]:
+    def _open_secure(self, frame: Frame, state: PeerState) -> handshake.Outcome:
         h = frame.header
         sender = h["sender"]
         if state.recv is None:
@@ -414,7 +349,7 @@ class Endpoint:
                 ErrorCode.NOT_ESTABLISHED,
                 f"no secure session with {sender!r} yet; the handshake (hs_init/hs_resp/hs_finish) must complete first",
             )
-        if h["session_id"] != state.session_id:
+        if h["session_id"] != state.session_id:  # the session id is compared before the epoch
             raise ProtocolError(
                 ErrorCode.WRONG_SESSION,
                 f"session id {h['session_id'].hex()} from {sender!r} is not the current session {state.session_id.hex()}",
@@ -426,141 +361,9 @@ class Endpoint:
         recv, slot = matched
         plain = secure.open_body(frame, key=recv.key, iv=recv.iv)
         self._check_window(recv, h["seq"], sender)
-        lay, arrays, meta = secure.parse_inner(plain, self.limits)
+        try:  # authentic and fresh: whatever is wrong inside was sent by the sender itself
+            lay, arrays, meta = secure.parse_inner(plain, self.limits)
+        except ProtocolError as exc:
+            raise SenderFault(exc) from None
         msg = message_from_frame(frame, lay, arrays, meta, "secure")
         return [msg], [], replace(state, **{slot: replace(recv, window=recv.window.accept(h["seq"]))})
-
-    def _handshake(self, frame: Frame, state: PeerState) -> tuple[list[Message], list[bytes], PeerState | None]:
-        mtype = frame.header["type"]
-        if mtype == "hs_init":
-            return self._on_init(frame, state)
-        if mtype == "hs_resp":
-            return self._on_resp(frame, state)
-        return self._on_finish(frame, state)
-
-    def _on_init(self, frame: Frame, state: PeerState) -> tuple[list[Message], list[bytes], PeerState | None]:
-        h = frame.header
-        sender, sid, epoch = h["sender"], h["session_id"], h["epoch"]
-        if state.send is not None:
-            rekey = sid == state.session_id and epoch == state.send.epoch + 1
-            restart = sid != state.session_id and epoch == 0
-            if not (rekey or restart):
-                if sid == state.session_id:
-                    raise ProtocolError(
-                        ErrorCode.WRONG_EPOCH,
-                        f"hs_init for epoch {epoch} of the current session; only epoch {state.send.epoch + 1} "
-                        "(the next one) may be negotiated",
-                    )
-                raise ProtocolError(ErrorCode.WRONG_SESSION, "hs_init for another session must start at epoch 0")
-        elif epoch != 0:
-            raise ProtocolError(ErrorCode.WRONG_EPOCH, f"hs_init for epoch {epoch} without a session; a new session starts at epoch 0")
-        payload, _, _ = secure.parse_handshake(frame)
-        pending = state.pending
-        if pending is not None and pending.role == "initiator" and pending.epoch == epoch:
-            # Both sides started the same handshake: the one from the party whose name sorts
-            # first wins. (A peer that restarted proposes epoch 0 while we rekey: we answer it.)
-            if self.name < sender:
-                return [], [], None  # ours wins; the peer answers our hs_init and drops its own
-        if "secure" not in payload["suites"]:
-            raise ProtocolError(
-                ErrorCode.DOWNGRADE, f"{sender!r} offered suites {payload['suites']} without 'secure'; refusing to downgrade"
-            )
-        if WIRE_VERSION not in payload["versions"]:
-            raise ProtocolError(
-                ErrorCode.UNSUPPORTED_VERSION,
-                f"{sender!r} offered versions {payload['versions']}; this endpoint speaks {WIRE_VERSION}",
-            )
-        secure.check_peer_ephemeral(payload["eph"])
-        th1 = hashlib.sha256(frame.data).digest()
-        eph = self.rng(X25519_KEY_LEN)
-        if len(eph) != X25519_KEY_LEN:
-            raise ValueError("rng(n) must return exactly n bytes")
-        shared = secure.x25519_shared(eph, payload["eph"])
-        resp = secure.build_handshake(
-            "hs_resp",
-            session_id=sid,
-            sender=self.name,
-            receiver=sender,
-            epoch=epoch,
-            payload={"eph": secure.x25519_public(eph), "suite": "secure", "version": WIRE_VERSION},
-            signer=self.identity,
-            context=RESP_SIG_CONTEXT,
-            transcript=th1,
-        )
-        th2 = secure.th_next(th1, resp)
-        keys = secure.derive_traffic_keys(shared, th2)
-        return [], [resp], replace(state, pending=Pending("responder", sid, epoch, th2, keys=keys))
-
-    def _expect_pending(self, frame: Frame, state: PeerState, role: str) -> Pending:
-        h = frame.header
-        pending = state.pending
-        if pending is None or pending.role != role:
-            raise ProtocolError(
-                ErrorCode.HANDSHAKE_FAILED,
-                f"unexpected {h['type']} from {h['sender']!r}: no handshake in progress in which it is due",
-            )
-        if h["session_id"] != pending.session_id:
-            raise ProtocolError(ErrorCode.WRONG_SESSION, f"{h['type']} is for another session than the handshake in progress")
-        if h["epoch"] != pending.epoch:
-            raise ProtocolError(
-                ErrorCode.WRONG_EPOCH, f"{h['type']} is for epoch {h['epoch']}, the handshake in progress is for {pending.epoch}"
-            )
-        return pending
-
-    def _establish(self, state: PeerState, pending: Pending, send: SendState, recv: RecvState) -> PeerState:
-        same_session = state.session_id == pending.session_id and state.recv is not None
-        return replace(
-            state,
-            session_id=pending.session_id,
-            send=send,
-            recv=recv,
-            recv_previous=state.recv if same_session else None,
-            pending=None,
-        )
-
-    def _on_resp(self, frame: Frame, state: PeerState) -> tuple[list[Message], list[bytes], PeerState]:
-        sender = frame.header["sender"]
-        pending = self._expect_pending(frame, state, "initiator")
-        payload, signed, sig = secure.parse_handshake(frame)
-        secure.verify_signature(self.registry.get(sender), sig, RESP_SIG_CONTEXT + pending.transcript + signed, "hs_resp")
-        if payload["suite"] != "secure":
-            raise ProtocolError(ErrorCode.DOWNGRADE, f"{sender!r} chose suite {payload['suite']!r}; only 'secure' was offered")
-        if payload["version"] != WIRE_VERSION:
-            raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"{sender!r} chose version {payload['version']}, not offered")
-        shared = secure.x25519_shared(pending.eph_private, payload["eph"])
-        th2 = secure.th_next(pending.transcript, bytes(frame.data))
-        keys = secure.derive_traffic_keys(shared, th2)
-        finish = secure.build_handshake(
-            "hs_finish",
-            session_id=pending.session_id,
-            sender=self.name,
-            receiver=sender,
-            epoch=pending.epoch,
-            payload={},
-            signer=self.identity,
-            context=FINISH_SIG_CONTEXT,
-            transcript=th2,
-        )
-        state = self._establish(
-            state,
-            pending,
-            SendState(pending.epoch, keys.i2r_key, keys.i2r_iv),
-            RecvState(pending.epoch, keys.r2i_key, keys.r2i_iv),
-        )
-        flushed, state = self._flush(state)
-        return [], [finish, *flushed], state
-
-    def _on_finish(self, frame: Frame, state: PeerState) -> tuple[list[Message], list[bytes], PeerState]:
-        sender = frame.header["sender"]
-        pending = self._expect_pending(frame, state, "responder")
-        _, signed, sig = secure.parse_handshake(frame)
-        secure.verify_signature(self.registry.get(sender), sig, FINISH_SIG_CONTEXT + pending.transcript + signed, "hs_finish")
-        keys = pending.keys
-        state = self._establish(
-            state,
-            pending,
-            SendState(pending.epoch, keys.r2i_key, keys.r2i_iv),
-            RecvState(pending.epoch, keys.i2r_key, keys.i2r_iv),
-        )
-        flushed, state = self._flush(state)
-        return [], flushed, state

@@ -44,17 +44,20 @@ class ProtocolError(Exception):
     """Any rejection by the protocol layer. `str(e)` says what was wrong and how to fix it.
 
     `sender` is the sender named in the (cleartext) header when it could be read, else None.
+    `charged_to` is set by `Endpoint.receive`: the sender's name when the rejection was
+    charged to it, "link:<id>" when charged to the transport link (PROTOCOL.md §10).
     """
 
-    def __init__(self, code: ErrorCode, detail: str, *, sender: str | None = None):
+    def __init__(self, code: ErrorCode, detail: str, *, sender: str | None = None, charged_to: str | None = None):
         self.code = ErrorCode(code)
         self.detail = detail
         self.sender = sender
+        self.charged_to = charged_to
         super().__init__(f"{self.code.value}: {detail}")
 
-    def __reduce__(self):  # keep the code and detail when the error crosses a process boundary
-        return (_rebuild_error, (self.code.value, self.detail, self.sender))
+    def __reduce__(self):  # keep every field when the error crosses a process boundary
+        return (_rebuild_error, (self.code.value, self.detail, self.sender, self.charged_to))
 
 
-def _rebuild_error(code: str, detail: str, sender: str | None) -> ProtocolError:
-    return ProtocolError(ErrorCode(code), detail, sender=sender)
+def _rebuild_error(code: str, detail: str, sender: str | None, charged_to: str | None = None) -> ProtocolError:
+    return ProtocolError(ErrorCode(code), detail, sender=sender, charged_to=charged_to)

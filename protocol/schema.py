@@ -40,6 +40,7 @@ def describe() -> dict[str, Any]:
             "max_ndim": wire.MAX_NDIM,
             "max_meta_depth": wire.MAX_META_DEPTH,
             "cbor_max_depth": wire.CBOR_MAX_DEPTH,
+            "handshake_max_offers": wire.HANDSHAKE_MAX_OFFERS,
         },
         "secure": {
             "aead": "ChaCha20-Poly1305",

@@ -30,6 +30,7 @@ from .wire import (
     CHUNK_SIZE,
     ED25519_SIG_LEN,
     FLAG_ENCRYPTED_BODY,
+    HANDSHAKE_MAX_OFFERS,
     HANDSHAKE_PAYLOADS,
     INNER_TRAILER,
     LOW_ORDER_PROBE_KEY,
@@ -120,15 +121,21 @@ def sealed_body_length(plain_length: int) -> int:
     return plain_length + n * AEAD_TAG_LEN
 
 
-def prepare_inner(msg: Message) -> tuple[list[memoryview], int, Layout]:
+def prepare_inner(msg: Message, limits: Limits | None = None) -> tuple[list[memoryview], int, Layout]:
     """Validate `msg` and return the plaintext of its secure body as buffers (not yet joined).
 
     Inner plaintext = canonical safetensors body || CBOR {manifest, meta} || u32be(len(CBOR)).
-    The arrays come first so that, once decrypted, they sit 8-byte aligned at offset 0.
+    The arrays come first so that, once decrypted, they sit 8-byte aligned at offset 0. With
+    `limits`, an inner header the receiver would refuse (OVERSIZED) is refused here.
     """
     check_message(msg)
-    lay, buffers = prepare_arrays(msg.arrays)
+    lay, buffers = prepare_arrays(msg.arrays, limits)
     inner = cbor.dumps({"manifest": lay.manifest(), "meta": cbor.normalize_meta(msg.meta)})
+    if limits is not None and len(inner) > limits.max_header_bytes:
+        raise ProtocolError(
+            ErrorCode.OVERSIZED,
+            f"the inner header (manifest and meta) would be {len(inner)} bytes, over Limits.max_header_bytes={limits.max_header_bytes}",
+        )
     trailer = inner + INNER_TRAILER.pack(len(inner))
     segments = [*buffers, memoryview(trailer)]
     return segments, lay.size + len(trailer), lay
@@ -253,23 +260,32 @@ def build_handshake(
     return unsigned + signer.sign(context + transcript + unsigned)
 
 
-def parse_handshake(frame: Frame) -> tuple[dict[str, Any], bytes, bytes]:
-    """(payload, signed bytes without the signature, signature) of a handshake frame."""
+def parse_handshake(frame: Frame, limits: Limits) -> tuple[dict[str, Any], bytes, bytes]:
+    """(payload, signed bytes without the signature, signature) of a handshake frame.
+
+    Order (PROTOCOL.md §9 step 16): header fields, room for the signature (HANDSHAKE_FAILED),
+    payload size (OVERSIZED), then payload CBOR and schema: every CBOR error, DUPLICATE_KEY
+    included, is HANDSHAKE_FAILED here.
+    """
     h = frame.header
     mtype = h["type"]
     if h["seq"] != 0 or h["round"] != 0 or h["reply_to"] is not None:
         raise ProtocolError(ErrorCode.HANDSHAKE_FAILED, f"{mtype}: seq and round must be 0 and reply_to null")
     fields, signed = HANDSHAKE_PAYLOADS[mtype]
-    body = bytes(frame.body)
-    sig = b""
-    if signed:
-        if len(body) < ED25519_SIG_LEN:
-            raise ProtocolError(ErrorCode.HANDSHAKE_FAILED, f"{mtype}: body too short to hold a signature")
-        body, sig = body[:-ED25519_SIG_LEN], body[-ED25519_SIG_LEN:]
+    body = frame.body
+    sig_len = ED25519_SIG_LEN if signed else 0
+    if len(body) < sig_len:
+        raise ProtocolError(ErrorCode.HANDSHAKE_FAILED, f"{mtype}: body too short to hold a signature")
+    if len(body) - sig_len > limits.max_header_bytes:  # decoded like a header, so bounded like one
+        raise ProtocolError(
+            ErrorCode.OVERSIZED,
+            f"{mtype}: payload of {len(body) - sig_len} bytes exceeds Limits.max_header_bytes={limits.max_header_bytes}",
+        )
+    sig = bytes(body[len(body) - sig_len :])
     try:
-        payload = cbor.loads(body, what=f"{mtype} payload")
+        payload = cbor.loads(body[: len(body) - sig_len], what=f"{mtype} payload")
     except ProtocolError as exc:
-        raise ProtocolError(ErrorCode.HANDSHAKE_FAILED, f"{mtype}: {exc.detail}") from None
+        raise ProtocolError(ErrorCode.HANDSHAKE_FAILED, f"{mtype}: {exc.code.value}: {exc.detail}") from None
     if type(payload) is not dict or set(payload) != {name for name, _ in fields}:
         raise ProtocolError(ErrorCode.HANDSHAKE_FAILED, f"{mtype}: payload must be a map with exactly {sorted(n for n, _ in fields)}")
     for name, kind in fields:
@@ -281,9 +297,9 @@ def parse_handshake(frame: Frame) -> tuple[dict[str, Any], bytes, bytes]:
         elif kind == "uint8":
             ok = type(value) is int and 0 <= value <= 255
         elif kind == "tstr[]":
-            ok = type(value) is list and 0 < len(value) <= 16 and all(type(v) is str for v in value)
+            ok = type(value) is list and 0 < len(value) <= HANDSHAKE_MAX_OFFERS and all(type(v) is str for v in value)
         elif kind == "uint8[]":
-            ok = type(value) is list and 0 < len(value) <= 16 and all(type(v) is int and 0 <= v <= 255 for v in value)
+            ok = type(value) is list and 0 < len(value) <= HANDSHAKE_MAX_OFFERS and all(type(v) is int and 0 <= v <= 255 for v in value)
         else:  # pragma: no cover
             raise AssertionError(kind)
         if not ok:

@@ -1,7 +1,8 @@
 """The array body: canonical safetensors bytes (no __metadata__), built and checked zero-copy.
 
-The body is exactly what `safetensors.numpy.save(arrays)` produces (a test checks this byte
-for byte). We write it ourselves only to avoid copies: the encoder hands numpy buffers
+With at least one array the body is exactly what `safetensors.numpy.save(arrays)` produces
+(a test checks this byte for byte); with none it is empty, not save({})'s 16 bytes. We write
+it ourselves only to avoid copies: the encoder hands numpy buffers
 straight to `bytes.join`/the AEAD, and the decoder compares the body's safetensors header
 with the header the manifest implies (so nothing untrusted is parsed and sizes are known
 before anything is allocated) and then views the data in place.
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ErrorCode, ProtocolError
-from .wire import DTYPE_RANK, DTYPES, MAX_NAME_LEN, MAX_NDIM, U64_MAX
+from .wire import DTYPE_RANK, DTYPES, MAX_NAME_LEN, MAX_NDIM, U64_MAX, Limits
 
 _U64LE = struct.Struct("<Q")
 
@@ -70,10 +71,7 @@ def layout(entries: list[ManifestEntry] | tuple[ManifestEntry, ...]) -> Layout:
             nbytes *= dim
         offsets.append((pos, pos + nbytes))
         dims = ",".join(str(d) for d in shape)
-        parts.append(
-            f'{json.dumps(name, ensure_ascii=False)}:{{"dtype":"{DTYPES[dtype][0]}","shape":[{dims}],'
-            f'"data_offsets":[{pos},{pos + nbytes}]}}'
-        )
+        parts.append(f'{json_name(name)}:{{"dtype":"{DTYPES[dtype][0]}","shape":[{dims}],"data_offsets":[{pos},{pos + nbytes}]}}')
         pos += nbytes
     text = ("{" + ",".join(parts) + "}").encode("utf-8")
     text += b" " * (-len(text) % 8)  # safetensors pads the JSON with spaces to 8-byte alignment
@@ -87,10 +85,22 @@ def layout(entries: list[ManifestEntry] | tuple[ManifestEntry, ...]) -> Layout:
     )
 
 
-def prepare_arrays(arrays: Mapping[str, Any]) -> tuple[Layout, list[memoryview]]:
+def json_name(name: str) -> str:
+    """A name as a JSON string the way safetensors writes it (PROTOCOL.md §4): `"` `\\` and
+    U+0000-U+001F escaped (short forms where JSON has them, else \\u00xx in lower-case hex),
+    everything else, DEL and non-ASCII included, as raw UTF-8."""
+    return json.dumps(name, ensure_ascii=False)
+
+
+def prepare_arrays(arrays: Mapping[str, Any], limits: Limits | None = None) -> tuple[Layout, list[memoryview]]:
     """Validate arrays for sending; return their layout and the body as a list of buffers."""
     if not isinstance(arrays, Mapping):
         raise ProtocolError(ErrorCode.MALFORMED_HEADER, f"arrays must be a mapping of name -> ndarray, got {type(arrays).__name__}")
+    if limits is not None and len(arrays) > limits.max_arrays:
+        raise ProtocolError(
+            ErrorCode.OVERSIZED,
+            f"{len(arrays)} arrays in one message; receivers accept at most Limits.max_arrays={limits.max_arrays}; send fewer per message",
+        )
     entries: list[ManifestEntry] = []
     data: dict[str, np.ndarray] = {}
     for name, value in arrays.items():
@@ -184,9 +194,12 @@ def check_body(entries: list[ManifestEntry], body: memoryview) -> Layout:
 
 
 def _explain_header_mismatch(lay: Layout, body: memoryview) -> str:
-    # Only for the error message: say what differs if the body header is readable at all.
+    # Only for the error message: say what differs if the body header is readable at all. The
+    # claimed JSON length is untrusted: parse nothing much longer than the expected header.
     try:
         (n,) = _U64LE.unpack(body[:8])
+        if n > 2 * len(lay.header) + 64:
+            return f"the safetensors body claims a {n}-byte header; the manifest implies {len(lay.header) - 8}"
         found = json.loads(bytes(body[8 : 8 + min(n, len(body) - 8)]).decode("utf-8"))
         if "__metadata__" in found:
             return "the safetensors body carries __metadata__; v1 bodies have none (save without metadata)"

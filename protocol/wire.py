@@ -30,10 +30,12 @@ HANDSHAKE_TYPES = frozenset({"hs_init", "hs_resp", "hs_finish"})
 MESSAGE_TYPES: frozenset[str] = APPLICATION_TYPES | HANDSHAKE_TYPES
 
 SESSION_ID_LEN = 16
-MAX_NAME_LEN = 256  # party names and array names, in characters
+MAX_NAME_LEN = 256  # party names and array names, in Unicode code points
 MAX_NDIM = 32
-MAX_META_DEPTH = 16
-CBOR_MAX_DEPTH = MAX_META_DEPTH + 4  # header map -> meta -> nested values
+MAX_META_DEPTH = 16  # levels below the meta map
+# Levels below the top-level item (which is level 0). `meta` sits at level 1 of a header, so
+# the deepest meta value allowed to a sender is exactly the deepest a receiver accepts.
+CBOR_MAX_DEPTH = MAX_META_DEPTH + 1
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
 
@@ -96,6 +98,7 @@ PLAINTEXT_FIELDS = COMMON_FIELDS | {"manifest", "meta"}
 SECURE_FIELDS = COMMON_FIELDS
 
 # Handshake payloads (canonical CBOR maps in the body, followed by a signature where noted).
+HANDSHAKE_MAX_OFFERS = 16  # hs_init offers 1..16 suites and 1..16 versions
 HANDSHAKE_PAYLOADS: dict[str, tuple[tuple[tuple[str, str], ...], bool]] = {
     "hs_init": ((("eph", "bstr32"), ("suites", "tstr[]"), ("versions", "uint8[]")), False),
     "hs_resp": ((("eph", "bstr32"), ("suite", "tstr"), ("version", "uint8")), True),

@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
-from collections import deque
+import os
+from collections import Counter, deque
 
 import numpy as np
 
-from protocol import Endpoint, Identity, Limits, Message, Registry, peek_header, seeded_rng
+from protocol import Endpoint, Identity, Limits, Message, ProtocolError, Registry, peek_header, seeded_rng
 
 PARTIES = ("coordinator", "source", "target")
+# Figures the suite prints at the end (conftest.py): the mutation table and the fuzzers' counts.
+REPORT: dict = {"mutations": [], "fuzz": {}}
+
+
+def fuzz_examples(default: int) -> int:
+    """max_examples of a fuzzer: CDRSIM_FUZZ_EXAMPLES=N runs every fuzzer with N examples."""
+    return int(os.environ.get("CDRSIM_FUZZ_EXAMPLES", default))
+
+
+class FuzzStats:
+    """Counts what a fuzzer tried; anything but ProtocolError propagates and fails the test."""
+
+    def __init__(self, name: str):
+        self.name, self.tried, self.rejected, self.outcomes = name, 0, 0, Counter()
+        REPORT["fuzz"][name] = self
+
+    def attempt(self, fn, data):
+        self.tried += 1
+        try:
+            result = fn(data)
+        except ProtocolError as exc:
+            self.rejected += 1
+            self.outcomes[exc.code.value] += 1
+            return exc
+        self.outcomes["accepted"] += 1
+        return result
 
 
 def identities() -> dict[str, Identity]:
@@ -34,16 +61,18 @@ def plaintext_endpoints(*, limits: Limits = Limits(), session_seed: bytes = b"se
     return {n: Endpoint(n, suite="plaintext", limits=limits, session_seed=session_seed, rekey_every=rekey_every) for n in PARTIES}
 
 
-def run(endpoints: dict[str, Endpoint], envelopes: list[bytes], *, tap: list | None = None) -> list[Message]:
-    """Deliver envelopes FIFO until the network is quiet; return every delivered message."""
+def run(endpoints: dict[str, Endpoint], envelopes: list[bytes], *, tap: list | None = None, link: str | None = None) -> list[Message]:
+    """Deliver envelopes FIFO until the network is quiet; return every delivered message.
+
+    Each envelope arrives over the link "party:<sender>" unless `link` names one for all."""
     queue = deque(envelopes)
     delivered: list[Message] = []
     while queue:
         env = queue.popleft()
         if tap is not None:
             tap.append(env)
-        receiver = peek_header(env)["receiver"]
-        got, out = endpoints[receiver].receive(env)
+        header = peek_header(env)
+        got, out = endpoints[header["receiver"]].receive(env, link=link if link is not None else f"party:{header['sender']}")
         delivered.extend(got)
         queue.extend(out)
     return delivered

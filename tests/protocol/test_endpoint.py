@@ -220,21 +220,28 @@ def test_cut_off_after_max_rejections():
     eps = secure_endpoints(limits=Limits(max_rejections=3))
     established(eps)
     env = eps["source"].send(msg())[0]
-    eps["target"].receive(env)
-    for _ in range(3):
+    eps["target"].receive(env, link="party:source")
+    for _ in range(3):  # replays are whoever replayed them: charged to the link
         assert _reject(eps["target"], env) is ErrorCode.REPLAY
     fresh = eps["source"].send(msg())[0]
-    assert _reject(eps["target"], fresh) is ErrorCode.PEER_CUT_OFF
-    assert eps["target"].rejections[-4:] == [("source", ErrorCode.REPLAY)] * 3 + [("source", ErrorCode.PEER_CUT_OFF)]
-    # other peers are unaffected
-    run(eps, eps["coordinator"].send(msg("coordinator", "target", type="bye", arrays={})))
+    assert _reject(eps["target"], fresh) is ErrorCode.PEER_CUT_OFF  # the default link "" is cut off
+    assert eps["target"].rejections[-4:] == [("link:", ErrorCode.REPLAY)] * 3 + [("link:", ErrorCode.PEER_CUT_OFF)]
+    assert eps["target"].cut_off() == ["link:"]
+    # the sender was never charged: over its own link it is heard
+    assert eps["target"].receive(fresh, link="party:source")[0][0].seq == 3
+    # other peers on other links are unaffected
+    run(eps, eps["coordinator"].send(msg("coordinator", "target", type="bye", arrays={})), link="coordinator")
 
 
-def test_unparseable_rejections_are_attributed_to_unknown_sender():
+def test_unparseable_rejections_are_charged_to_the_link():
     eps = secure_endpoints()
+    with pytest.raises(ProtocolError) as info:
+        eps["target"].receive(b"nonsense", link="inject")
+    assert eps["target"].rejections == [("link:inject", ErrorCode.BAD_MAGIC)]
+    assert info.value.charged_to == "link:inject" and info.value.sender is None
     with pytest.raises(ProtocolError):
-        eps["target"].receive(b"nonsense")
-    assert eps["target"].rejections == [("?", ErrorCode.BAD_MAGIC)]
+        eps["target"].receive(b"nonsense")  # no link: the endpoint's single default link ""
+    assert eps["target"].rejections[-1] == ("link:", ErrorCode.BAD_MAGIC)
 
 
 def test_send_side_validation():
