@@ -10,7 +10,7 @@ import pytest
 from protocol_helpers import established, msg, plaintext_endpoints, run, secure_endpoints
 
 from protocol import Endpoint, ErrorCode, Limits, ProtocolError, decode, encode
-from protocol.vectors_gen import mutate, raw_cbor_map, split_frame
+from protocol.conformance import mutate, raw_cbor_map, split_frame
 from protocol.wire import MAGIC, PREFIX
 
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import safetensors.numpy as stn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, precondition, rule
-from protocol_helpers import established, msg, plaintext_endpoints, secure_endpoints
+from protocol_helpers import FuzzStats, established, fuzz_examples, msg, plaintext_endpoints, secure_endpoints
 
-import protocol.endpoint as endpoint_mod
+import protocol.session as session_mod
 from protocol import APPLICATION_TYPES, ErrorCode, Limits, Message, ProtocolError, decode, encode
 from protocol.codec import parse_frame
+from protocol.conformance import mutate
 from protocol.wire import DTYPES
 
 WINDOW = 8
@@ -124,33 +127,38 @@ def mutated(draw):
     return bytes(data)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+MUTATED = FuzzStats("mutated envelopes x {decode, plaintext receive, established secure receive, 3 fresh secure receivers}")
+PREFIXED = FuzzStats("random bytes after a valid prefix or as the whole body x {decode, established secure receive}")
+
+
+@settings(max_examples=fuzz_examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated())
 def test_mutated_envelopes_only_raise_protocol_error(data):
-    for fn in (decode, _receive_fresh_plain, _receive_established, _receive_fresh_secure):
-        try:
-            fn(data)
-        except ProtocolError as exc:
-            assert isinstance(exc.code, ErrorCode)
+    for fn in (decode, _receive_fresh_plain, _receive_established):
+        MUTATED.attempt(fn, data)
+    fresh = secure_endpoints(seed="fuzz")  # new endpoints: mutated handshakes reach every parser
+    for name in ("source", "target", "coordinator"):
+        MUTATED.attempt(partial(_receive_unchanged, fresh[name]), data)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=fuzz_examples(150), deadline=None)
 @given(st.binary(max_size=64))
 def test_random_bytes_after_a_valid_prefix(tail):
     for base in (P_ENV, S_ENV):
-        for cut in (10, 40, len(base) // 2):
-            try:
-                decode(base[:cut] + tail)
-            except ProtocolError:
-                pass
-            try:
-                _receive_established(base[:cut] + tail)
-            except ProtocolError:
-                pass
+        # the header announces exactly the random body: it reaches the manifest and AEAD checks
+        whole = mutate(base, {"op": "header", "set": {"body_length": len(tail)}})
+        whole = whole[: len(whole) - (len(base) - _body_offset(base))] + tail
+        for data in (base[:10] + tail, base[:40] + tail, base[: len(base) // 2] + tail, whole):
+            PREFIXED.attempt(decode, data)
+            PREFIXED.attempt(_receive_established, data)
 
 
-_PLAIN = plaintext_endpoints()
-_SEC = secure_endpoints()
+def _body_offset(envelope: bytes) -> int:
+    return 10 + int.from_bytes(envelope[6:10], "big")
+
+
+_PLAIN = plaintext_endpoints(limits=NO_CUTOFF)  # a cut-off link would refuse everything unread
+_SEC = secure_endpoints(limits=NO_CUTOFF)
 established(_SEC)
 
 
@@ -158,30 +166,30 @@ def _receive_fresh_plain(data: bytes):
     target = _PLAIN["target"]
     before = target.state_snapshot()
     try:
-        return target.receive(data)
-    except ProtocolError:
+        return target.receive(data, link="fuzz")
+    except ProtocolError as exc:
         assert target.state_snapshot() == before
+        assert exc.charged_to == "link:fuzz"  # plaintext: nothing is attributable
         raise
 
 
-def _receive_fresh_secure(data: bytes):
-    # A new endpoint each time: mutated handshakes reach the hs_init/hs_resp/hs_finish parsers.
-    eps = secure_endpoints(seed="fuzz")
-    for name in ("source", "target", "coordinator"):
-        before = eps[name].state_snapshot()
-        try:
-            eps[name].receive(data)
-        except ProtocolError:
-            assert eps[name].state_snapshot() == before
+def _receive_unchanged(endpoint, data: bytes):
+    before = endpoint.state_snapshot()
+    try:
+        return endpoint.receive(data, link="fuzz")
+    except ProtocolError as exc:
+        assert endpoint.state_snapshot() == before and exc.charged_to == "link:fuzz"
+        raise
 
 
 def _receive_established(data: bytes):
     target = _SEC["target"]
     before = target.state_snapshot()
     try:
-        delivered, _ = target.receive(data)
-    except ProtocolError:
+        delivered, _ = target.receive(data, link="fuzz")
+    except ProtocolError as exc:
         assert target.state_snapshot() == before
+        assert exc.charged_to == "link:fuzz"  # a mutated envelope never authenticates: never the sender's
         raise
     # Only the genuine envelope can ever deliver anything (once) on the secure suite. A mutated
     # hs_init may be answered (e.g. another session id looks like a peer restart), but that
@@ -213,8 +221,8 @@ class SessionMachine(RuleBasedStateMachine):
     def setup(self):
         # A narrow window keeps "stale" reachable in a few steps; the logic is the same for any
         # width (the 1024-wide window of the spec is exercised by the golden vectors).
-        self._saved = (endpoint_mod.REPLAY_WINDOW, endpoint_mod._WINDOW_MASK)
-        endpoint_mod.REPLAY_WINDOW, endpoint_mod._WINDOW_MASK = WINDOW, (1 << WINDOW) - 1
+        self._saved = session_mod.REPLAY_WINDOW
+        session_mod.REPLAY_WINDOW = WINDOW
         if self.suite == "secure":
             self.eps = secure_endpoints(seed="machine", limits=NO_CUTOFF)
             established(self.eps)
@@ -323,7 +331,7 @@ class SessionMachine(RuleBasedStateMachine):
 
     def teardown(self):
         if hasattr(self, "_saved"):
-            endpoint_mod.REPLAY_WINDOW, endpoint_mod._WINDOW_MASK = self._saved
+            session_mod.REPLAY_WINDOW = self._saved
 
     @invariant()
     def sessions_agree(self):
