@@ -46,6 +46,12 @@ def plaintext_vectors() -> dict[str, Any]:
     g.reject("coordinator", "artifact for target delivered to coordinator", "WRONG_RECEIVER", output(art))
     g.reject("target", "session id of another seed", "WRONG_SESSION", set_header(art, session_id=b"\xaa" * 16, seq=50))
     g.reject("target", "epoch 5 while epoch 0 is current", "WRONG_EPOCH", set_header(art, epoch=5, seq=50))
+    g.reject(
+        "target",
+        "session and epoch both wrong: WRONG_SESSION first",
+        "WRONG_SESSION",
+        set_header(art, session_id=b"\xaa" * 16, epoch=5, seq=50),
+    )
     g.reject("target", "sender not in the registry", "UNKNOWN_PEER", set_header(art, sender="mallory", seq=50))
     g.reject("target", "sender claims to be the receiver itself", "UNKNOWN_PEER", set_header(art, sender="target", seq=50))
     secure = secure_header(type="artifact", sender="source", receiver="target", body_length=20)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from protocol import WIRE_VERSION, ErrorCode, schema_hash
+from protocol import WIRE_VERSION, ErrorCode, Limits, ProtocolError, peek_header, schema_hash
 from protocol.conformance import FILES, VECTOR_DIR, VectorMismatch, build_all, dump, replay
 
 
@@ -87,3 +87,20 @@ def test_vectors_cover_the_required_cases():
 def test_generator_cli_check_mode():
     proc = subprocess.run([sys.executable, "-m", "protocol.conformance", "--check"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_peek_header_runs_exactly_the_framing_checks():
+    """§9: peek_header fails like decode on steps 1-11 and returns the header otherwise."""
+    body_codes = {"ENCRYPTED", "DISALLOWED_DTYPE", "MANIFEST_MISMATCH"}
+    for g in _load("codec.json")["testGroups"]:
+        for t in g["tests"]:
+            if t["op"] != "decode":
+                continue
+            data = bytes.fromhex(t["input"])
+            limits = Limits(**t.get("limits", {}))
+            if t["result"] == "valid" or t["error_code"] in body_codes:
+                assert peek_header(data, limits=limits)["type"], t["tcId"]
+            else:
+                with pytest.raises(ProtocolError) as info:
+                    peek_header(data, limits=limits)
+                assert info.value.code.value == t["error_code"], t["tcId"]
