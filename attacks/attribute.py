@@ -28,14 +28,8 @@ from .decision import Decision
 from .jsonable import json_safe
 from .metrics import PAPER_METRIC_NOTE, classification_metrics
 
-__all__ = ["ATTACKERS", "AttributeResult", "attribute_inference", "kmeans_vmeasure", "make_attacker", "prior_proba"]
-
-
-def prior_proba(y_train: np.ndarray, n: int, n_classes: int) -> np.ndarray:
-    """The no-artifact attacker: the training class frequencies, for every one of n users."""
-    prior = np.bincount(y_train, minlength=n_classes).astype(np.float64)
-    prior /= prior.sum()
-    return np.tile(prior, (n, 1))
+# make_attacker lives in attacks.attackers; re-exported for callers of the old location.
+__all__ = ["ATTACKERS", "AttributeResult", "attribute_inference", "kmeans_vmeasure", "make_attacker"]
 
 
 @dataclass

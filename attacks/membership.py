@@ -45,7 +45,7 @@ _OOF_FOLDS = 3
 
 def _learned_model(seed: int, n_train: int):
     # L-BFGS: on a few hundred to a few thousand users it converges where Adam with early
-    # stopping halted on a noisy hold-out (see attacks.attribute.make_attacker).
+    # stopping halted on a noisy hold-out (see attacks.attackers.make_attacker).
     return make_pipeline(
         StandardScaler(),
         MLPClassifier(hidden_layer_sizes=(32, 8), solver="lbfgs", alpha=1.0, max_iter=300, random_state=seed),

@@ -1,4 +1,5 @@
-"""What no attack may read: the private (test) users' labels and secrets.
+"""What no attack may read: the private (test) users' labels and secrets; and what no result
+may depend on: the number of threads.
 
 Each test runs an attack twice, once with the true private labels (or secrets) and once with
 them scrambled, and checks that everything the attacker decides is identical: its training
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from threadpoolctl import threadpool_limits
 
 from attacks.attribute import ATTACKERS, attribute_inference
 from attacks.reconstruction import reconstruction_attack
@@ -87,3 +90,29 @@ def test_reconstruction_never_reads_private_secrets():
     np.testing.assert_array_equal(true.train_reconstruction, fake.train_reconstruction)
     np.testing.assert_array_equal(true.test_reconstruction, fake.test_reconstruction)
     assert true.metrics != fake.metrics
+
+
+def test_results_do_not_depend_on_thread_counts():
+    """Attacks pin BLAS/OpenMP to one thread while they run: the same seed gives the same
+    figures whatever torch or the caller's thread pools are set to."""
+    X, y = _data(3)
+    S = np.column_stack([X[:, :2] ** 2, y])
+
+    def run() -> tuple:
+        attr = attribute_inference(X[:260], y[:260], X[260:], y[260:], seed=4, n_classes=3)
+        rec = reconstruction_attack(X[:260], S[:260], X[260:], S[260:], seed=4)
+        return attr.to_dict(), attr.test_proba, rec.to_dict(), rec.test_reconstruction
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with threadpool_limits(limits=1):
+            one = run()
+        torch.set_num_threads(2)
+        with threadpool_limits(limits=2):
+            two = run()
+    finally:
+        torch.set_num_threads(before)
+    assert one[0] == two[0] and one[2] == two[2]
+    np.testing.assert_array_equal(one[1], two[1])
+    np.testing.assert_array_equal(one[3], two[3])
