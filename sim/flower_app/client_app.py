@@ -66,8 +66,11 @@ class Node:
     # ----------------------------------------------------------------- requests
     def hello(self, request: HelloRequest) -> Hello:
         host_pid = 0
-        if request.warm:
-            host_pid = int(self._ask({"op": "ping"}, spawn=self.settings(request.idle_timeout))["pid"])
+        if request.warm:  # start the host; its imports go on while the coordinator loads its data
+            try:
+                host_pid = self.link.ensure(self.settings(request.idle_timeout))
+            except IpcError as exc:
+                raise NodeError(str(exc)) from None
         return Hello(role=self.role, partition=int(self.node_config.get(PARTITION_KEY, -1)), pid=os.getpid(), host_pid=host_pid)
 
     def start(self, request: StartRequest) -> StartReply:

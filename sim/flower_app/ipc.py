@@ -92,9 +92,14 @@ def _recv_exactly(sock: socket.socket, n: int, *, eof_ok: bool) -> bytes | None:
 
 def peer_uid(sock: socket.socket) -> int:
     """User id of the process at the other end of a connected Unix socket (Linux)."""
+    return peer_credentials(sock)[1]
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end of a connected Unix socket (Linux)."""
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return pid, uid
 
 
 # ----------------------------------------------------------------------------- where
@@ -181,6 +186,12 @@ class HostLink:
             if sock is None:
                 sock = self._spawn(spawn)
         return sock
+
+    def ensure(self, spawn: HostSettings) -> int:
+        """Start this node's host unless it runs; return its pid without waiting for it to
+        finish its start-up (a request would wait for its imports)."""
+        with self.connect(spawn) as sock:
+            return peer_credentials(sock)[0]
 
     def running(self) -> bool:
         sock = self._try_connect()
