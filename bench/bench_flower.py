@@ -6,9 +6,9 @@ the SuperLink and SuperNodes starting, the node handshake) from the run itself, 
 how fast envelopes go through the coordinator's relay:
 
 - `envelopes_per_second`: envelopes on the wire / time the engine ran (party work included);
-- `carrier_seconds_per_round_trip`: time in send_and_receive minus the time the nodes said
-  they worked, per Flower round trip (what Flower itself costs per message);
-- `ping_round_trips_per_second`: empty role-handshake round trips to one node.
+- `carrier_seconds_per_round_trip`: time in the Grid exchange minus the time the party hosts
+  said they worked, per Flower message (what Flower itself costs per message);
+- `ping_round_trips_per_second`: bare handshake round trips to one node (no party host).
 
     python bench/bench_flower.py                      # embeddings --quick on synthetic data
     python bench/bench_flower.py --runtimes inproc flower --n-users 2000
@@ -32,11 +32,8 @@ RUNTIMES = ("inproc", "flower", "flower-deployment")
 
 def child(runtime: str, args: argparse.Namespace, out: Path) -> None:
     """One run, in this (fresh) process, as the CLI would do it; writes the run directory."""
+    from sim.api import new_run_dir, run
     from sim.config import RunConfig
-    from sim.engine import ExperimentResult, run_experiment
-    from sim.report import write_outputs
-    from sim.run import new_run_dir
-    from sim.scenarios import get_scenario
 
     config = RunConfig(
         scenario=args.scenario,
@@ -50,16 +47,12 @@ def child(runtime: str, args: argparse.Namespace, out: Path) -> None:
         out=str(out),
         torch_threads=args.threads,
     )
-    run_dir = new_run_dir(config.out, config.scenario)
     if runtime == "inproc":
-        result = ExperimentResult(config=config, scenario=get_scenario(config.scenario))
-        started = time.perf_counter()
-        run_experiment(config, result=result)
-        write_outputs(result, run_dir, {"total_seconds": time.perf_counter() - started})
+        run(config, quiet=True)  # results.json timing: total_seconds
     else:
         from sim.runtimes.flower import run_experiment_flower
 
-        run_experiment_flower(config, run_dir=run_dir, quiet=True, ping_rounds=args.ping)
+        run_experiment_flower(config, run_dir=new_run_dir(config.out, config.scenario), quiet=True, ping_rounds=args.ping)
 
 
 def run_once(runtime: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -123,7 +116,7 @@ def run_once(runtime: str, args: argparse.Namespace, out: Path) -> dict[str, Any
         - timing["flower_nodes_seconds"],  # imports, outputs, tear-down
         round_trips=int(timing["flower_round_trips"]),
         batched_envelopes=int(timing["flower_batched"]),
-        replayed_envelopes=int(timing["flower_replayed"]),
+        start_seconds=timing["flower_start_seconds"],  # parties built on their nodes (party hosts), per task
         node_seconds=timing["flower_node_seconds"],
         envelopes_per_second=envelopes / engine,
         carrier_seconds_per_round_trip=carrier / max(1, timing["flower_round_trips"]),
