@@ -602,6 +602,17 @@ def _crossed(record_dir: Path) -> tuple[bytes, list]:
     return b"".join(raw), fields
 
 
+def _assert_hosts_ended(record_dir: Path, timeout: float = 30.0) -> None:
+    """The party hosts the nodes reported (handshake and start replies) are gone."""
+    _, fields = _crossed(record_dir)
+    pids = {int(v) for name, v in fields if name == "cdrsim.reply.host_pid" and v}
+    assert pids
+    deadline = time.monotonic() + timeout
+    while any(_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"party hosts still running: {[p for p in pids if _alive(p)]}"
+        time.sleep(0.2)
+
+
 def _assert_no_private_keys(record_dir: Path) -> None:
     """No field named like a private key; every bytes value is an envelope or a public key
     the run's registry pins."""
@@ -636,6 +647,7 @@ def test_flower_simulation_secure_keeps_private_keys_on_the_nodes(inproc_referen
     )
     _check_equal(run_dir, inproc_reference, "flower", "secure", variants)
     _assert_no_private_keys(tmp_path / "records")
+    _assert_hosts_ended(tmp_path / "records")
 
 
 @pytest.mark.slow
@@ -660,6 +672,7 @@ def test_secure_deployment_equals_inproc_and_keeps_private_keys_on_the_nodes(inp
             assert form not in crossed
         assert Identity.load(key_file).public_bytes() in crossed  # the party used its node's key file
     _assert_no_private_keys(tmp_path / "records")
+    _assert_hosts_ended(tmp_path / "records", timeout=0)
     assert (tmp_path / "logs" / "supernode-source.log").exists()
     assert deployment.leftover_pids() == [] and deployment.processes == {}
 
@@ -679,9 +692,10 @@ def test_dead_supernode_ends_the_run_cleanly(tmp_path):
     deployment.on_line = kill_source
     run_dir = tmp_path / "run"
     with pytest.raises(RunError, match=r"supernode-source \(pid \d+\) exited with code -9 during the run") as failure:
-        run_experiment_flower(config, run_dir=run_dir, quiet=True, deployment=deployment, timeout=300)
+        run_experiment_flower(config, run_dir=run_dir, quiet=True, deployment=deployment, timeout=300, record_dir=tmp_path / "records")
     assert killed
     assert "supernode-source.log" in str(failure.value)
-    assert deployment.leftover_pids() == [] and deployment.processes == {}  # party hosts included
+    assert deployment.leftover_pids() == [] and deployment.processes == {}
+    _assert_hosts_ended(tmp_path / "records", timeout=0)  # the party hosts the handshake started
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "failed" and "supernode-source" in results["error"]
