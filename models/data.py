@@ -15,6 +15,24 @@ NO_ITEM = -1  # marks a user with no validation/test item in a domain
 
 
 @dataclass(frozen=True)
+class RatingLog:
+    """Every rating of a domain's training portion (positives and the rest, held-out items
+    excluded), in (user, time, item) order: what a mechanism on rating values (local DP noise)
+    perturbs before the positive threshold `min_rating` is applied."""
+
+    users: np.ndarray
+    items: np.ndarray
+    ratings: np.ndarray  # float32
+    timestamps: np.ndarray
+    min_rating: float
+
+    def positives(self, ratings: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(users, items) rated >= min_rating (by `ratings`, default the true ones), in order."""
+        keep = (self.ratings if ratings is None else ratings) >= self.min_rating
+        return self.users[keep], self.items[keep]
+
+
+@dataclass(frozen=True)
 class RankingData:
     """Implicit-feedback data of one domain, split leave-one-out per user.
 
@@ -37,6 +55,7 @@ class RankingData:
     test_items: np.ndarray
     test_negatives: np.ndarray
     item_popularity: np.ndarray = field(default=None)  # training positives per item
+    ratings: RatingLog | None = None  # the training portion's ratings, when the holder has them
 
     def __post_init__(self) -> None:
         if self.item_popularity is None:
@@ -61,14 +80,38 @@ class RankingData:
             pos, neg = self.valid_items, self.valid_negatives
         return users, np.concatenate([pos[users, None], neg[users]], axis=1)
 
-    def histories(self) -> list[np.ndarray]:
-        """Each user's training items in time order (empty array for users with none)."""
+    def histories(self, through: str = "train") -> list[np.ndarray]:
+        """Each user's items in time order (empty array for users with none): the training
+        items (`through="train"`), or those followed by the user's validation item
+        (`through="valid"`): the history a model may read when it scores the test item, which
+        came after both."""
+        if through not in ("train", "valid"):
+            raise ValueError(f"through must be 'train' or 'valid', got {through!r}")
         bounds = np.searchsorted(self.train_users, np.arange(self.n_users + 1))
-        return [self.train_items[bounds[u] : bounds[u + 1]] for u in range(self.n_users)]
+        out = [self.train_items[bounds[u] : bounds[u + 1]] for u in range(self.n_users)]
+        if through == "valid":
+            for u in np.flatnonzero(self.valid_items != NO_ITEM):
+                out[u] = np.append(out[u], self.valid_items[u])
+        return out
 
-    def seen_mask_rows(self) -> list[set[int]]:
-        """Per user, the set of training items (for sampling negatives)."""
-        return [set(h.tolist()) for h in self.histories()]
+    def held_out_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(users, items) of the validation and test items (never a training negative)."""
+        users, items = [], []
+        for held in (self.valid_items, self.test_items):
+            ev = np.flatnonzero(held != NO_ITEM)
+            users.append(ev)
+            items.append(held[ev])
+        return np.concatenate(users).astype(np.int64), np.concatenate(items).astype(np.int64)
+
+    def known_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(users, items) of every interaction this holder knows: training positives, held-out
+        items and other ratings. Training negatives are drawn outside these."""
+        held_users, held_items = self.held_out_pairs()
+        users, items = [self.train_users, held_users], [self.train_items, held_items]
+        if self.ratings is not None:
+            users.append(self.ratings.users)
+            items.append(self.ratings.items)
+        return np.concatenate(users).astype(np.int64), np.concatenate(items).astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from models.bprmf import train_bprmf
 from models.metrics import popularity_scores
 from protocol import Message
 
-from .artifacts import USER_EMBEDDINGS
 from .base import artifact_chunks
+from .names import USER_EMBEDDINGS
 from .roles import SourceParty, TargetParty
 
 ARTIFACT = USER_EMBEDDINGS

@@ -34,10 +34,7 @@ import torch
 
 from models.privnet import (
     STREAM_PUBLIC_USERS,
-    STREAM_SOURCE_EXAMPLES,
-    STREAM_TARGET_EXAMPLES,
     AttributeAdversary,
-    ExampleStream,
     PrivNetSource,
     PrivNetTarget,
     UserStream,
@@ -45,8 +42,10 @@ from models.privnet import (
     evaluate_privnet,
     public_users_of,
     source_step,
+    source_stream,
     source_transfer,
     target_step,
+    target_stream,
     train_privnet_target_only,
     transfer_for_step,
     user_query,
@@ -54,54 +53,49 @@ from models.privnet import (
 from models.training import EarlyStopping, adam, numpy_rng, restore, snapshot
 from protocol import Message
 
-from .artifacts import PRIVNET_BATCH_KIND, PRIVNET_RELEASED, PRIVNET_REPRESENTATION_KIND
 from .base import COORDINATOR, artifact_chunks
-from .defenses import blurme, ldp_randomized_response
+from .names import ADVERSARY_PRESETS, PRIVNET_BATCH_KIND, PRIVNET_RELEASED, PRIVNET_REPRESENTATION_KIND
 from .roles import SourceParty, TargetParty
 
 RELEASED = PRIVNET_RELEASED  # the per-user representation released for the test
 REPRESENTATION_KIND = PRIVNET_REPRESENTATION_KIND
 BATCH_KIND = PRIVNET_BATCH_KIND
-DEFENSES = ("none", "ldp", "blurme")
 
 
 def _net_options(config: dict) -> dict:
-    return {"dim": int(config.get("dim", 80)), "hidden": tuple(config.get("hidden", (80, 64)))}
+    return {
+        "dim": int(config.get("dim", 80)),
+        "hidden": tuple(config.get("hidden", (80, 64))),
+        "activation": str(config.get("activation", "relu")),
+    }
 
 
 class PrivNetSourceParty(SourceParty):
-    def __init__(self, *args, **kwargs):
+    """`data` is the source domain as the source holds it: after the variant's defense
+    (`parties.defenses.apply_defense`, described by `defense_info`), if any."""
+
+    def __init__(self, *args, defense_info: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         cfg, seed = self.config, self.seed
         self.lam = float(cfg.get("lam", 1.0))
         self.clip = float(cfg.get("clip", 5.0))
         self.window = int(cfg.get("window", 10))
-        defense = str(cfg.get("defense", "none"))
-        if defense not in DEFENSES:
-            raise ValueError(f"unknown defense {defense!r}; valid: {', '.join(DEFENSES)}")
-        # A defense perturbs the source's own data before any network sees it.
-        self.defense_info: dict = {"defense": defense}
+        self.defense_info: dict = dict(defense_info or {"defense": "none"})
         data = self.data
-        if defense == "ldp":
-            data, info = ldp_randomized_response(data, float(cfg.get("ldp_noise", 0.1)), seed)
-            self.defense_info.update(info)
-        elif defense == "blurme":
-            data, info = blurme(data, self.attributes, int(cfg.get("blurme_k", 5)), seed)
-            self.defense_info.update(info)
-        self.train_data = data
         net = _net_options(cfg)
-        self.net = PrivNetSource(data.n_items, net["dim"], net["hidden"], seed=seed)
+        self.net = PrivNetSource(data.n_items, net["dim"], net["hidden"], seed=seed, activation=net["activation"])
         self.adversary = AttributeAdversary(self.net.trans_dim, tuple(cfg.get("adv_hidden", (64,))), seed=seed)
         lr = float(cfg.get("lr", 5e-4))
-        # attacker updates per step (paper: 1) and its own learning rate (default: lr)
-        self.adv_steps = int(cfg.get("adv_steps", 1))
+        # attacker updates per step and its own learning rate: the preset's unless set (0 = unset)
+        preset = ADVERSARY_PRESETS[str(cfg.get("adversary", "paper"))]
+        self.adv_steps = int(cfg.get("adv_steps") or 0) or preset["steps"]
         self.opt = adam(self.net.parameters(), lr)
-        self.opt_adv = adam(self.adversary.parameters(), float(cfg.get("adv_lr") or lr))
+        self.opt_adv = adam(self.adversary.parameters(), float(cfg.get("adv_lr") or 0) or preset["lr"] or lr)
         histories = data.histories()
         self.q_hist, self.q_cand = user_query(histories, data.n_items, self.window)
         self.labels = {k: np.asarray(v, dtype=np.int64) for k, v in self.attributes.as_dict().items()}
         batch = int(cfg.get("batch_size", 128))
-        self.s_stream = ExampleStream(histories, data.n_items, self.window, batch, numpy_rng(seed, STREAM_SOURCE_EXAMPLES))
+        self.s_stream = source_stream(data, self.window, batch, seed)
         self.pub_stream = UserStream(public_users_of(self.labels), batch, numpy_rng(seed, STREAM_PUBLIC_USERS))
         # step -> (users, live x_trans with its graph) awaiting the target's gradient
         self.pending: dict[int, tuple[np.ndarray, torch.Tensor]] = {}
@@ -213,15 +207,11 @@ class PrivNetTargetParty(TargetParty):
         self.epochs = int(cfg.get("epochs", 50))
         self.max_steps = int(cfg.get("max_steps_per_epoch") or 0) or None  # 0: a full pass
         net = _net_options(cfg)
-        self.net = PrivNetTarget(self.data.n_items, net["dim"], net["hidden"], trans_dim=net["hidden"][0], seed=seed)
-        self.opt = adam(self.net.parameters(), float(cfg.get("lr", 5e-4)))
-        self.stream = ExampleStream(
-            self.data.histories(),
-            self.data.n_items,
-            self.window,
-            int(cfg.get("batch_size", 128)),
-            numpy_rng(seed, STREAM_TARGET_EXAMPLES),
+        self.net = PrivNetTarget(
+            self.data.n_items, net["dim"], net["hidden"], trans_dim=net["hidden"][0], seed=seed, activation=net["activation"]
         )
+        self.opt = adam(self.net.parameters(), float(cfg.get("lr", 5e-4)))
+        self.stream = target_stream(self.data, self.window, int(cfg.get("batch_size", 128)), seed)
         self.steps = self.stream.steps_per_epoch if self.max_steps is None else min(self.stream.steps_per_epoch, int(self.max_steps))
         self.stopper = EarlyStopping("HR@10", int(cfg.get("patience", 5)))
         self.epoch = 0
@@ -229,9 +219,10 @@ class PrivNetTargetParty(TargetParty):
         self.batch = None
         self.loss_sum = 0.0
         self.history: list[dict] = []
-        # Only released representations are kept for the curious-receiver attack; per-batch
-        # x_trans are seen on the wire (and counted) but not stored.
+        # The curious receiver keeps every released representation, and what the per-step
+        # batches told it about each user, folded per epoch (each user's latest x_trans).
         self.keep_receiver_view_kinds = {REPRESENTATION_KIND}
+        self.fold_receiver_view_kinds = {BATCH_KIND}
 
     # -- the training loop, one message at a time
     def op_epoch(self, msg: Message) -> Iterable[Message]:
@@ -284,6 +275,7 @@ class PrivNetTargetParty(TargetParty):
             x_all = self.per_user_artifact(name, "x_trans")
             del self.artifacts[name]
             valid, _, _ = evaluate_privnet(self.net, self.data, x_all, "valid", self.window)
+            self.seal_view_folds()  # the epoch's batches are all in
             improved = self.stopper.update(self.epoch, valid, {"target": self.net})
             row = {"epoch": self.epoch, "loss_T": self.loss_sum / max(1, self.steps), **{f"valid_{k}": v for k, v in valid.items()}}
             self.history.append(row)

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import CHANNELS, DATASETS, RUNTIMES, SPLITS, ConfigError, RunConfig
+from .config import CHANNELS, DATASETS, POPULATIONS, RUNTIMES, SPLITS, ConfigError, RunConfig
 from .scenarios import get_scenario, scenario_names
 
 
@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="AXIS=V1,V2",
         help="replace a grid axis's values, e.g. --grid lambda=0,0.3,2",
+    )
+    p.add_argument(
+        "--population", default="overlap", choices=POPULATIONS, help="users of the run: with data in both domains (default) or all"
     )
     p.add_argument("--public-fraction", type=float, default=0.8, help="fraction of users whose attributes are public (attacker training)")
     p.add_argument("--runtime", default="inproc", choices=RUNTIMES, help="where parties run")
@@ -143,6 +146,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         channel=args.channel,
         quick=args.quick,
         public_fraction=args.public_fraction,
+        population=args.population,
         variants=args.variants,
         grid=grid,
         options=dict(args.options),

@@ -13,9 +13,10 @@ RUNTIMES = ("inproc", "ray", "flower", "flower-deployment")
 FLOWER_RUNTIMES = ("flower", "flower-deployment")
 CHANNELS = ("secure", "plaintext")
 SPLITS = ("year", "genre")
+POPULATIONS = ("overlap", "all")
 DATASETS = ("ml-100k", "ml-1m", "synthetic")
 
-__all__ = ["CHANNELS", "DATASETS", "FLOWER_RUNTIMES", "RUNTIMES", "SPLITS", "ConfigError", "RunConfig"]
+__all__ = ["CHANNELS", "DATASETS", "FLOWER_RUNTIMES", "POPULATIONS", "RUNTIMES", "SPLITS", "ConfigError", "RunConfig"]
 
 
 @dataclass
@@ -29,6 +30,8 @@ class RunConfig:
     channel: str = "secure"
     quick: bool = False
     public_fraction: float = 0.8
+    # Users the run concerns: "overlap" (data in both domains, the cross-domain setting) or "all".
+    population: str = "overlap"
     variants: list[str] | None = None  # None = all of the scenario's variants
     grid: dict[str, list[Any]] = field(default_factory=dict)  # grid axis -> values replacing the scenario's
     options: dict[str, Any] = field(default_factory=dict)  # overrides of party hyperparameters
@@ -50,6 +53,7 @@ class RunConfig:
         _choice("split", self.split, SPLITS)
         _choice("runtime", self.runtime, RUNTIMES)
         _choice("channel", self.channel, CHANNELS)
+        _choice("population", self.population, POPULATIONS)
         if not 0.05 <= self.public_fraction <= 0.95:
             raise ConfigError(f"--public-fraction must be between 0.05 and 0.95, got {self.public_fraction}")
         if not self.seeds:
@@ -98,6 +102,7 @@ class RunConfig:
             "seed": int(seed),
             "public_fraction": self.public_fraction,
             "synthetic": self.synthetic,
+            "population": self.population,
         }
 
     def to_json(self) -> dict[str, Any]:

@@ -14,7 +14,12 @@ Domains (`split_domains`):
   (ML-100K lists genres alphabetically, ML-1M in its own order); items with no genre in either
   group (e.g. only Documentary or "unknown") are dropped.
 
-Users are shared: both domains have every dataset user. Each domain numbers its items
+Users are shared: both domains number users as the dataset does. With `population="overlap"`
+(the default, PrivNet's and every cross-domain paper's setting) only users with positives in
+both domains keep their data, in both domains: transfer concerns users present on both sides,
+and a user without source data would receive an empty representation that dilutes every
+leakage figure. `population="all"` keeps every user (each domain then has users with no data
+in it). Each domain numbers its items
 0..n-1 (in dataset item order) over the items that have at least one positive in it.
 Negatives exclude everything the user rated in that domain, whatever the rating. A user with
 fewer than n_negatives unseen items in a domain is not evaluated there (counted in
@@ -24,13 +29,13 @@ description[domain]["skipped_few_unseen"]).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from models.data import NO_ITEM, RankingData, UserAttributes
+from models.data import NO_ITEM, RankingData, RatingLog, UserAttributes
 
 from .datasets import Dataset, DatasetError, order_by_user_time_item
 
@@ -40,6 +45,7 @@ DEFAULT_TARGET_GENRES = (
     "Mystery", "Film-Noir", "Fantasy",
 )  # fmt: skip
 SPLIT_BY = ("year", "genre")
+POPULATIONS = ("overlap", "all")
 MIN_POSITIVES_TO_EVALUATE = 3  # one for test, one for validation, at least one to train on
 
 
@@ -54,6 +60,7 @@ class DomainSplit:
     source_items: np.ndarray  # dataset item id of each source-domain item id
     target_items: np.ndarray  # dataset item id of each target-domain item id
     description: dict[str, Any]  # how it was split; JSON-able
+    population: np.ndarray  # user ids whose data the split kept (sorted)
 
 
 def split_domains(
@@ -63,6 +70,7 @@ def split_domains(
     seed: int = 0,
     n_negatives: int = 99,
     min_rating: float = 4.0,
+    population: str = "overlap",
     year_threshold: int | None = None,
     source_genres: Sequence[str] | None = None,
     target_genres: Sequence[str] | None = None,
@@ -70,6 +78,8 @@ def split_domains(
     """Split `ds` into a source and a target domain and build each one's leave-one-out data."""
     if by not in SPLIT_BY:
         raise SplitError(f"unknown split {by!r}; valid: {', '.join(SPLIT_BY)}")
+    if population not in POPULATIONS:
+        raise SplitError(f"unknown population {population!r}; valid: {', '.join(POPULATIONS)}")
     if by == "year" and (source_genres is not None or target_genres is not None):
         raise SplitError("source_genres / target_genres apply only to by='genre'")
     if by == "genre" and year_threshold is not None:
@@ -100,6 +110,18 @@ def split_domains(
         )
 
     item_domain = domain_of[r["item"].to_numpy()]
+    user_col = r["user"].to_numpy()
+    in_both = np.ones(ds.n_users, dtype=bool)
+    for d in (0, 1):
+        in_both &= np.bincount(user_col[(item_domain == d) & positive], minlength=ds.n_users) > 0
+    kept = in_both if population == "overlap" else np.ones(ds.n_users, dtype=bool)
+    item_domain = np.where(kept[user_col], item_domain, -1)  # a dropped user's rows go nowhere
+    description["population"] = {
+        "rule": population,
+        "users": int(kept.sum()),
+        "users_in_both_domains": int(in_both.sum()),
+        "dropped_users": int(ds.n_users - kept.sum()),
+    }
     seeds = np.random.SeedSequence(seed).spawn(2)
     parts = []
     for d, name in ((0, "source"), (1, "target")):
@@ -124,6 +146,7 @@ def split_domains(
             seen_users=r["user"].to_numpy()[seen],
             seen_items=local[r["item"].to_numpy()[seen]],
         )
+        data = replace(data, ratings=_training_ratings(r, in_domain & (local[r["item"].to_numpy()] >= 0), local, data, min_rating))
         if data.eval_users("test").size == 0:
             raise SplitError(
                 f"no user of the {name} domain can be evaluated: each needs >= {MIN_POSITIVES_TO_EVALUATE} "
@@ -148,7 +171,27 @@ def split_domains(
     description["items_without_positive"] = int(ds.n_items - description["dropped_items"] - parts[0][1].size - parts[1][1].size)
     description["n_users"] = int(ds.n_users)
     (source, source_items), (target, target_items) = parts
-    return DomainSplit(source, target, source_items, target_items, description)
+    return DomainSplit(source, target, source_items, target_items, description, np.flatnonzero(kept))
+
+
+def _training_ratings(r: pd.DataFrame, rows: np.ndarray, local: np.ndarray, data: RankingData, min_rating: float) -> RatingLog:
+    """The domain's ratings without its held-out items (validation and test stay true)."""
+    users = r["user"].to_numpy()[rows]
+    items = local[r["item"].to_numpy()[rows]]
+    held = np.zeros(users.size, dtype=bool)
+    for held_items in (data.valid_items, data.test_items):
+        held |= held_items[users] == items
+    keep = ~held
+    users, items = users[keep], items[keep]
+    times = r["timestamp"].to_numpy()[rows][keep]
+    order = order_by_user_time_item(users, times, items)
+    return RatingLog(
+        users=users[order].astype(np.int64),
+        items=items[order].astype(np.int64),
+        ratings=r["rating"].to_numpy()[rows][keep][order].astype(np.float32),
+        timestamps=times[order].astype(np.int64),
+        min_rating=float(min_rating),
+    )
 
 
 def _year_domains(ds: Dataset, positive: np.ndarray, threshold: int | None) -> tuple[np.ndarray, int]:
@@ -322,13 +365,18 @@ def _sample_negatives(
     return out
 
 
-def public_users(attrs: UserAttributes, fraction: float = 0.8, *, seed: int = 0) -> np.ndarray:
-    """Users whose attributes the attacker knows: `fraction` of the users with a known gender,
-    drawn per gender (stratified: each gender keeps round(fraction * its count), at least one
-    when fraction > 0 and the group is not empty). Sorted user ids."""
+def public_users(attrs: UserAttributes, fraction: float = 0.8, *, seed: int = 0, population: np.ndarray | None = None) -> np.ndarray:
+    """Users whose attributes the attacker knows: `fraction` of the users with a known gender
+    (among `population`, default every user), drawn per gender (stratified: each gender keeps
+    round(fraction * its count), at least one when fraction > 0 and the group is not empty).
+    Sorted user ids."""
     if not 0.0 < fraction <= 1.0:
         raise SplitError(f"public fraction must be in (0, 1], got {fraction}")
-    gender = np.asarray(attrs.gender)
+    gender = np.asarray(attrs.gender).copy()
+    if population is not None:
+        outside = np.ones(gender.size, dtype=bool)
+        outside[population] = False
+        gender[outside] = -1
     rng = np.random.default_rng(seed)
     chosen = []
     for g in np.unique(gender[gender >= 0]):  # sorted, so the draw order is deterministic

@@ -27,8 +27,14 @@ class World:
     public: np.ndarray  # user ids whose attributes are public (attacker's auxiliary knowledge)
 
     @property
+    def population(self) -> np.ndarray:
+        """The users the run concerns (with population "overlap": data in both domains)."""
+        return self.split.population
+
+    @property
     def private(self) -> np.ndarray:
-        return np.setdiff1d(np.arange(self.dataset.n_users), self.public)
+        """Users of the population whose attributes are private (the attacks' test users)."""
+        return np.setdiff1d(self.population, self.public)
 
 
 def data_key(run: dict[str, Any]) -> tuple:
@@ -40,18 +46,19 @@ def data_key(run: dict[str, Any]) -> tuple:
         int(run["seed"]),
         float(run.get("public_fraction", 0.8)),
         synthetic,
+        run.get("population", "overlap"),
     )
 
 
 @lru_cache(maxsize=4)
 def _world(key: tuple) -> World:
-    name, data_dir, split_by, seed, public_fraction, synthetic = key
+    name, data_dir, split_by, seed, public_fraction, synthetic, population = key
     # The dataset itself does not depend on the seed (except synthetic data, which is seeded
     # by its own options), so all seeds evaluate the same users and items.
     dataset = load_dataset(name, data_dir, seed=int(dict(synthetic).get("seed", 0)), synthetic=dict(synthetic) or None)
-    split = split_domains(dataset, by=split_by, seed=seed)
+    split = split_domains(dataset, by=split_by, seed=seed, population=population)
     attributes = dataset.attributes()
-    public = public_users(attributes, public_fraction, seed=seed)
+    public = public_users(attributes, public_fraction, seed=seed, population=split.population)
     return World(dataset, split, attributes, public)
 
 

@@ -408,12 +408,13 @@ def test_synthetic_planted_signal_is_detectable() -> None:
 # Splits
 
 
-def _check_ranking_invariants(data: RankingData, ds: Dataset, domain_items: np.ndarray, min_rating: float) -> None:
-    """Invariants of one domain's leave-one-out data against the dataset it came from."""
+def _check_ranking_invariants(data: RankingData, ds: Dataset, domain_items: np.ndarray, min_rating: float, population: np.ndarray) -> None:
+    """Invariants of one domain's leave-one-out data against the dataset it came from (the
+    ratings of the split's population of users)."""
     r = ds.ratings
     local = np.full(ds.n_items, -1)
     local[domain_items] = np.arange(domain_items.size)
-    in_dom = local[r["item"].to_numpy()] >= 0
+    in_dom = (local[r["item"].to_numpy()] >= 0) & np.isin(r["user"].to_numpy(), population)
     users = r["user"].to_numpy()[in_dom]
     items = local[r["item"].to_numpy()[in_dom]]
     times = r["timestamp"].to_numpy()[in_dom]
@@ -511,15 +512,42 @@ def _check_split(split: DomainSplit, ds: Dataset) -> None:
     assert not set(split.source_items) & set(split.target_items)
     for items in (split.source_items, split.target_items):
         assert np.all(np.diff(items) > 0)  # contiguous ids in dataset item order
-    _check_ranking_invariants(split.source, ds, split.source_items, split.description["min_rating"])
-    _check_ranking_invariants(split.target, ds, split.target_items, split.description["min_rating"])
+    for data, items in ((split.source, split.source_items), (split.target, split.target_items)):
+        _check_ranking_invariants(data, ds, items, split.description["min_rating"], split.population)
+        _check_rating_log(data)
     import json
 
     json.dumps(split.description)  # JSON-able
 
 
+def _check_rating_log(data: RankingData) -> None:
+    """The domain's training ratings: every training positive, no held-out item, and the
+    ratings below the threshold too (what LDP on rating values perturbs)."""
+    log = data.ratings
+    users, items = log.positives()
+    assert np.array_equal(users, data.train_users) and np.array_equal(items, data.train_items)
+    held = set(zip(*data.held_out_pairs()))
+    assert not held & set(zip(log.users.tolist(), log.items.tolist()))
+    assert (log.ratings < log.min_rating).any()
+
+
+def test_population_overlap_keeps_users_present_in_both_domains(ml100k: Dataset) -> None:
+    overlap, every = (split_domains(ml100k, by="year", seed=0, population=p) for p in ("overlap", "all"))
+    both = np.intersect1d(np.unique(every.source.train_users), np.unique(every.target.train_users))
+    # Every user of the overlap has training data in both domains; nobody else has any data.
+    for data in (overlap.source, overlap.target):
+        assert set(np.unique(data.train_users)) == set(overlap.population)
+        outside = np.setdiff1d(np.arange(ml100k.n_users), overlap.population)
+        assert np.all(data.test_items[outside] == NO_ITEM)
+    assert set(both) <= set(overlap.population)
+    assert overlap.description["population"] == {"rule": "overlap", "users": 768, "users_in_both_domains": 768, "dropped_users": 175}
+    assert every.population.size == ml100k.n_users and every.description["population"]["dropped_users"] == 0
+    with pytest.raises(SplitError, match="valid: overlap, all"):
+        split_domains(ml100k, population="some")
+
+
 def test_year_split_on_ml100k(ml100k: Dataset) -> None:
-    split = split_domains(ml100k, by="year", seed=0)
+    split = split_domains(ml100k, by="year", seed=0, population="all")
     _check_split(split, ml100k)
     d = split.description
     threshold = d["year_threshold"]
@@ -628,6 +656,9 @@ def test_public_users_fraction_and_stratification() -> None:
     assert np.array_equal(public_users(attrs, 0.8, seed=3), public_users(attrs, 0.8, seed=3))
     assert not np.array_equal(public_users(attrs, 0.8, seed=3), public_users(attrs, 0.8, seed=4))
     assert public_users(attrs, 1.0).size == 980
+    # Only users of the population can be public.
+    population = np.arange(500, 1000)
+    assert set(public_users(attrs, 1.0, population=population)) == set(population)
     with pytest.raises(SplitError, match=r"in \(0, 1\]"):
         public_users(attrs, 0.0)
 

@@ -23,8 +23,6 @@ from models.metrics import (
 )
 from models.privnet import (
     STREAM_PUBLIC_USERS,
-    STREAM_SOURCE_EXAMPLES,
-    STREAM_TARGET_EXAMPLES,
     AttentionUserEncoder,
     AttributeAdversary,
     ExampleStream,
@@ -38,7 +36,9 @@ from models.privnet import (
     score_candidates,
     sliding_examples,
     source_step,
+    source_stream,
     target_step,
+    target_stream,
     train_privnet_joint,
     train_privnet_target_only,
     transfer_for_step,
@@ -414,7 +414,7 @@ class _SourceParty:
         self.opt_adv = adam(self.adv.parameters(), cfg["lr"])
         hists = data.histories()
         self.q_hist, self.q_cand = user_query(hists, data.n_items, cfg["window"])
-        self.stream = ExampleStream(hists, data.n_items, cfg["window"], cfg["batch_size"], numpy_rng(seed, STREAM_SOURCE_EXAMPLES))
+        self.stream = source_stream(data, cfg["window"], cfg["batch_size"], seed)
         self.pub = UserStream(public_users_of(labels), cfg["batch_size"], numpy_rng(seed, STREAM_PUBLIC_USERS))
         self.labels, self.lam = labels, lam
 
@@ -438,9 +438,7 @@ class _TargetParty:
     def __init__(self, data: RankingData, seed: int, cfg: dict):
         self.net = PrivNetTarget(data.n_items, cfg["dim"], cfg["hidden"], trans_dim=cfg["hidden"][0], seed=seed)
         self.opt = adam(self.net.parameters(), cfg["lr"])
-        self.stream = ExampleStream(
-            data.histories(), data.n_items, cfg["window"], cfg["batch_size"], numpy_rng(seed, STREAM_TARGET_EXAMPLES)
-        )
+        self.stream = target_stream(data, cfg["window"], cfg["batch_size"], seed)
 
     def next_users(self) -> np.ndarray:
         self.batch = self.stream.next_batch()

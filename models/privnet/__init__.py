@@ -37,6 +37,8 @@ from .inputs import (
     eval_inputs,
     score_candidates,
     sliding_examples,
+    source_stream,
+    target_stream,
     user_query,
 )
 from .loops import evaluate_privnet, public_users_of, train_privnet_joint, train_privnet_target_only, transferred_representations
@@ -63,6 +65,8 @@ __all__ = [
     "score_candidates",
     "sliding_examples",
     "source_step",
+    "source_stream",
+    "target_stream",
     "source_transfer",
     "target_step",
     "train_privnet_joint",

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..training import PairIndex, sample_negatives
+from ..data import RankingData
+from ..training import PairIndex, numpy_rng, sample_negatives
 from .networks import EVAL_CHUNK_ROWS, WINDOW, PrivNetTarget
 
 # Independent RNG streams of one seed, so that each party can reproduce its own draws alone.
@@ -51,16 +52,18 @@ def sliding_examples(
     *,
     rng: np.random.Generator,
     n_neg: int = 1,
+    exclude: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Training examples of PrivNet §4.4: (users [N], hist [N, w], cand [N], label [N] float32).
 
     Positives: sliding over each user's time-ordered training items, item c (c >= 2, 1-based)
     with the up to w items before it as history, left-padded with `n_items`. Each positive gets
-    `n_neg` negatives with the same history and a random item the user never trained on.
+    `n_neg` negatives with the same history and a random item the user never trained on, nor
+    holds out (`exclude`: (users, items) pairs that are never negatives, e.g. held-out items).
     `histories[u]` is user u's history, so users are indices into `histories`.
     """
     pos = _positive_examples(histories, n_items, window)
-    return _with_negatives(*pos, PairIndex(*_pairs(histories), n_items), n_items, rng, n_neg)
+    return _with_negatives(*pos, _negatives_index(histories, n_items, exclude), n_items, rng, n_neg)
 
 
 def _pairs(histories: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -68,6 +71,15 @@ def _pairs(histories: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     users = np.repeat(np.arange(len(histories), dtype=np.int64), lengths)
     items = np.concatenate([np.asarray(h, np.int64) for h in histories]) if users.size else np.zeros(0, np.int64)
     return users, items
+
+
+def _negatives_index(histories: Sequence[np.ndarray], n_items: int, exclude: tuple[np.ndarray, np.ndarray] | None) -> PairIndex:
+    """Pairs a training negative must avoid: the training positives, and `exclude`."""
+    users, items = _pairs(histories)
+    if exclude is not None:
+        users = np.concatenate([users, np.asarray(exclude[0], np.int64)])
+        items = np.concatenate([items, np.asarray(exclude[1], np.int64)])
+    return PairIndex(users, items, n_items)
 
 
 def _positive_examples(histories: Sequence[np.ndarray], n_items: int, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -185,13 +197,14 @@ class ExampleStream:
         batch_size: int,
         rng: np.random.Generator,
         n_neg: int = 1,
+        exclude: tuple[np.ndarray, np.ndarray] | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self._pos = _positive_examples(histories, n_items, window)
         if self._pos[0].size == 0:
             raise ValueError("no training examples: every user has fewer than 2 training items in this domain")
-        self._seen = PairIndex(*_pairs(histories), n_items)
+        self._seen = _negatives_index(histories, n_items, exclude)
         self.n_items, self.batch_size, self.rng, self.n_neg = n_items, batch_size, rng, n_neg
         self.n_examples = self._pos[0].size * (1 + n_neg)
         self.steps_per_epoch = -(-self.n_examples // batch_size)
@@ -228,3 +241,16 @@ class UserStream:
         out = self._order[self._cursor : self._cursor + self.batch_size]
         self._cursor += self.batch_size
         return out
+
+
+def target_stream(data: RankingData, window: int, batch_size: int, seed: int) -> ExampleStream:
+    """The target party's training examples (its own RNG stream of `seed`); negatives avoid the
+    target's held-out items."""
+    rng = numpy_rng(seed, STREAM_TARGET_EXAMPLES)
+    return ExampleStream(data.histories(), data.n_items, window, batch_size, rng, exclude=data.held_out_pairs())
+
+
+def source_stream(data: RankingData, window: int, batch_size: int, seed: int) -> ExampleStream:
+    """The source party's training examples (its own RNG stream of `seed`)."""
+    rng = numpy_rng(seed, STREAM_SOURCE_EXAMPLES)
+    return ExampleStream(data.histories(), data.n_items, window, batch_size, rng, exclude=data.held_out_pairs())

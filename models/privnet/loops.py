@@ -13,12 +13,11 @@ from ..metrics import ranking_metrics
 from ..training import EarlyStopping, Stopwatch, TrainReport, adam, numpy_rng
 from .inputs import (
     STREAM_PUBLIC_USERS,
-    STREAM_SOURCE_EXAMPLES,
-    STREAM_TARGET_EXAMPLES,
-    ExampleStream,
     UserStream,
     eval_inputs,
     score_candidates,
+    source_stream,
+    target_stream,
     user_query,
 )
 from .networks import WINDOW, AttributeAdversary, PrivNetSource, PrivNetTarget
@@ -50,7 +49,8 @@ def evaluate_privnet(
     users, cands = target_data.candidates(split)
     if users.size == 0:
         raise ValueError(f"target domain has no users with a {split} item; cannot evaluate")
-    hist = eval_inputs(target_data.histories(), cands, target_data.n_items, window, users=users)
+    # The test item is scored after the validation item, which is then part of the history.
+    hist = eval_inputs(target_data.histories("valid" if split == "test" else "train"), cands, target_data.n_items, window, users=users)
     scores = score_candidates(target, hist, cands, None if x_trans_all is None else x_trans_all[users])
     return ranking_metrics(scores, k), users, scores
 
@@ -80,6 +80,7 @@ def train_privnet_joint(
     patience: int = 5,
     dim: int = 80,
     hidden: Sequence[int] = (80, 64),
+    activation: str = "relu",
     adv_hidden: Sequence[int] = (64,),
     adv_steps: int = 1,
     adv_lr: float | None = None,
@@ -111,8 +112,8 @@ def train_privnet_joint(
     if adv_steps < 0 or epochs < 1:
         raise ValueError(f"need adv_steps >= 0 and epochs >= 1; got {adv_steps}, {epochs}")
     clock = Stopwatch()
-    source = PrivNetSource(source_data.n_items, dim, hidden, seed=seed)
-    target = PrivNetTarget(target_data.n_items, dim, hidden, trans_dim=source.trans_dim, seed=seed)
+    source = PrivNetSource(source_data.n_items, dim, hidden, seed=seed, activation=activation)
+    target = PrivNetTarget(target_data.n_items, dim, hidden, trans_dim=source.trans_dim, seed=seed, activation=activation)
     adversary = AttributeAdversary(source.trans_dim, adv_hidden, seed=seed)
     labels = _check_labels(public_labels, target_data.n_users, adversary)
     opt_s = adam(source.parameters(), lr)
@@ -121,8 +122,8 @@ def train_privnet_joint(
 
     s_hist_all = source_data.histories()
     q_hist_all, q_cand_all = user_query(s_hist_all, source_data.n_items, window)
-    t_stream = ExampleStream(target_data.histories(), target_data.n_items, window, batch_size, numpy_rng(seed, STREAM_TARGET_EXAMPLES))
-    s_stream = ExampleStream(s_hist_all, source_data.n_items, window, batch_size, numpy_rng(seed, STREAM_SOURCE_EXAMPLES))
+    t_stream = target_stream(target_data, window, batch_size, seed)
+    s_stream = source_stream(source_data, window, batch_size, seed)
     pub_stream = UserStream(public_users_of(labels), batch_size, numpy_rng(seed, STREAM_PUBLIC_USERS))
     steps = t_stream.steps_per_epoch if max_steps_per_epoch is None else min(t_stream.steps_per_epoch, max_steps_per_epoch)
 
@@ -194,15 +195,16 @@ def train_privnet_target_only(
     patience: int = 5,
     dim: int = 80,
     hidden: Sequence[int] = (80, 64),
+    activation: str = "relu",
     window: int = WINDOW,
     max_steps_per_epoch: int | None = None,
     progress: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[PrivNetTarget, TrainReport]:
     """The target network alone (no transfer; the paper's MLP baseline), same examples and stopping."""
     clock = Stopwatch()
-    target = PrivNetTarget(target_data.n_items, dim, hidden, trans_dim=hidden[0], seed=seed)
+    target = PrivNetTarget(target_data.n_items, dim, hidden, trans_dim=hidden[0], seed=seed, activation=activation)
     opt_t = adam(target.parameters(), lr)
-    t_stream = ExampleStream(target_data.histories(), target_data.n_items, window, batch_size, numpy_rng(seed, STREAM_TARGET_EXAMPLES))
+    t_stream = target_stream(target_data, window, batch_size, seed)
     steps = t_stream.steps_per_epoch if max_steps_per_epoch is None else min(t_stream.steps_per_epoch, max_steps_per_epoch)
     stopper = EarlyStopping("HR@10", patience)
     history: list[dict[str, Any]] = []

@@ -13,6 +13,7 @@ from torch import nn
 from ..training import torch_generator
 
 WINDOW = 10
+ACTIVATIONS = {"relu": F.relu, "sigmoid": torch.sigmoid}
 DEFAULT_ATTRIBUTES: Mapping[str, int] = {"gender": 2, "age_group": 3}
 _MASKED = -1e9  # attention logit of padded slots: exp() underflows to exactly 0 in float32
 EVAL_CHUNK_ROWS = 65536  # (user, candidate) rows per forward pass at evaluation time
@@ -57,10 +58,13 @@ class AttentionUserEncoder(nn.Module):
 class _Tower(nn.Module):
     """Item embeddings + attention encoder + MLP; the part source and target networks share."""
 
-    def __init__(self, n_items: int, dim: int, hidden: Sequence[int], gen: torch.Generator):
+    def __init__(self, n_items: int, dim: int, hidden: Sequence[int], gen: torch.Generator, activation: str = "relu"):
         super().__init__()
         if n_items < 1 or dim < 1 or len(hidden) < 1 or min(hidden) < 1:
             raise ValueError(f"need n_items, dim >= 1 and a non-empty hidden list; got {n_items}, {dim}, {hidden}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
+        self.act = ACTIVATIONS[activation]
         self.n_items, self.dim, self.pad = int(n_items), int(dim), int(n_items)
         self.items = nn.Embedding(n_items + 1, dim, padding_idx=n_items)
         with torch.no_grad():
@@ -89,9 +93,9 @@ class _Tower(nn.Module):
 
     def head(self, z1: torch.Tensor) -> torch.Tensor:
         """Everything after the first layer's pre-activation z1."""
-        h = F.relu(z1)
+        h = self.act(z1)
         for layer in self.layers[1:]:
-            h = F.relu(layer(h))
+            h = self.act(layer(h))
         return self.out(h).squeeze(1)
 
 
@@ -105,10 +109,11 @@ class PrivNetSource(nn.Module):
         hidden: Sequence[int] = (80, 64),
         seed: int = 0,
         trans_dim: int | None = None,
+        activation: str = "relu",
     ):
         super().__init__()
         gen = torch_generator(seed, 101)
-        self.tower = _Tower(n_items, dim, hidden, gen)
+        self.tower = _Tower(n_items, dim, hidden, gen, activation)
         self.trans_dim = int(trans_dim if trans_dim is not None else hidden[0])
         self.H = nn.Linear(2 * dim, self.trans_dim, bias=False)
         nn.init.xavier_uniform_(self.H.weight, generator=gen)
@@ -136,6 +141,7 @@ class PrivNetTarget(nn.Module):
         hidden: Sequence[int] = (80, 64),
         trans_dim: int = 80,
         seed: int = 0,
+        activation: str = "relu",
     ):
         super().__init__()
         if trans_dim != hidden[0]:
@@ -144,7 +150,7 @@ class PrivNetTarget(nn.Module):
                 f"x_trans is added to W1 [x_u, x_i]; build the source with trans_dim={hidden[0]}"
             )
         self.trans_dim = int(trans_dim)
-        self.tower = _Tower(n_items, dim, hidden, torch_generator(seed, 202))
+        self.tower = _Tower(n_items, dim, hidden, torch_generator(seed, 202), activation)
 
     @property
     def n_items(self) -> int:

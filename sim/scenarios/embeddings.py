@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from parties.artifacts import USER_EMBEDDINGS
+from parties.names import USER_EMBEDDINGS
 
 from .base import AttributeAttack, Grid, Option, Outcome, Scenario, Variant
 
@@ -38,7 +38,7 @@ class EmbeddingsScenario(Scenario):
         )
     )
     reference = "target-only"
-    attacks = (AttributeAttack(kind=USER_EMBEDDINGS, field="embedding", final=USER_EMBEDDINGS),)
+    attacks = (AttributeAttack(kinds=(USER_EMBEDDINGS,), field="embedding", final=USER_EMBEDDINGS),)
 
     def build_party(self, name: str, world: World, channel: ChannelConfig, options: dict[str, Any]) -> Party:
         from parties.embeddings import EmbeddingsSource, EmbeddingsTarget  # torch: only where a party runs

@@ -4,7 +4,8 @@ Message flow and what crosses in which direction: see `parties/privnet.py` (and
 protocol/PROTOCOL.md, "Scenario flows"). In short: per training step the source sends the
 batch users' transferred representation x_u|trans and the target returns dL_T/dx_u|trans; per
 epoch the source releases every user's x_u|trans for validation; at the end it releases the
-best epoch's x_u|trans for the test. That final release is what the attacks target.
+best epoch's x_u|trans for the test. The curious receiver is attacked on every one of these
+releases (the per-step batches folded per epoch), and reports the worst case and the final.
 
 Paper settings (Table 2): embedding 80, MLP [80, 64], Adam 5e-4, batch 128, 1 negative, clip
 5, up to 50 epochs with early stopping on validation. Patience 5: validation HR@10 on ML-100K
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from parties.artifacts import PRIVNET_RELEASED, PRIVNET_REPRESENTATION_KIND
+from parties.names import ADVERSARY_PRESETS, DEFENSES, PRIVNET_BATCH_KIND, PRIVNET_RELEASED, PRIVNET_REPRESENTATION_KIND
 
 from ..errors import RunError
 from .base import AttributeAttack, Axis, Grid, Option, Outcome, Scenario, Variant
@@ -37,7 +38,8 @@ class PrivNetScenario(Scenario):
     paper = "PrivNet (papers/000)"
     options = (
         Option("dim", 80, "item embedding size", quick=16),
-        Option("hidden", [80, 64], "MLP layer sizes; x_u|trans has the first one's size", quick=[16, 8]),
+        Option("hidden", [64], "MLP hidden layer sizes; x_u|trans has the first one's size (paper: one layer of 64)", quick=[8]),
+        Option("activation", "sigmoid", "hidden-layer activation (paper: sigmoid)", choices=("sigmoid", "relu")),
         Option("adv_hidden", [64], "hidden layers of the simulated attacker", quick=[16]),
         Option("epochs", 50, "maximum epochs (early stopping on validation HR@10)", quick=2),
         Option("patience", 5, "epochs without improvement before stopping", quick=1),
@@ -46,34 +48,65 @@ class PrivNetScenario(Scenario):
         Option("max_steps_per_epoch", 0, "cap on training steps per epoch (0: a full pass)", quick=15),
         Option("window", 10, "history items the attention encoder reads"),
         Option("clip", 5.0, "gradient-norm clip of each party's own parameters"),
-        Option("adv_steps", 1, "simulated-attacker updates per recommender step (paper: 1)"),
-        Option("adv_lr", 0.0, "simulated attacker's learning rate (0: the recommender's)"),
+        Option("adv_steps", 0, "simulated-attacker updates per recommender step (0: the adversary preset's)"),
+        Option("adv_lr", 0.0, "simulated attacker's learning rate (0: the adversary preset's)"),
         Option("lam", 1.0, "adversarial weight lambda", by_variant=True),
-        Option("defense", "none", "what the source does to its data first", by_variant=True, choices=("none", "ldp", "blurme")),
+        Option(
+            "adversary",
+            "strong",
+            "simulated-attacker preset: " + "; ".join(f"{k}: {v}" for k, v in ADVERSARY_PRESETS.items()),
+            by_variant=True,
+            choices=tuple(ADVERSARY_PRESETS),
+        ),
+        Option("defense", "none", "what happens to the source data first (parties.defenses)", by_variant=True, choices=DEFENSES),
         Option("ldp_noise", 0.1, "LDP noise level", by_variant=True),
         Option("blurme_k", 5, "BlurMe dummy items per user", by_variant=True),
         Option("mode", "transfer", "transfer, or the target alone", by_variant=True, choices=("transfer", "target-only")),
     )
     grid = Grid(
-        axes=(Axis("lambda", "lam", (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)),),
+        axes=(Axis("lambda", "lam", (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)), Axis("adversary", "adversary", ("strong",), parse=str)),
         params={"defense": "none"},
         options={"defense": "none"},
         extras=(
             Variant("ldp", {"lambda": 0.0, "defense": "ldp", "noise": 0.1}, {"lam": 0.0, "defense": "ldp", "ldp_noise": 0.1}),
+            Variant(
+                "ldp-items", {"lambda": 0.0, "defense": "ldp-items", "noise": 0.1}, {"lam": 0.0, "defense": "ldp-items", "ldp_noise": 0.1}
+            ),
             Variant("blurme", {"lambda": 0.0, "defense": "blurme", "k": 5}, {"lam": 0.0, "defense": "blurme", "blurme_k": 5}),
+            Variant(
+                "blurme-server",
+                {"lambda": 0.0, "defense": "blurme-server", "k": 5},
+                {"lam": 0.0, "defense": "blurme-server", "blurme_k": 5},
+            ),
             Variant("target-only", {"transfer": False}, {"mode": "target-only"}),
         ),
     )
     reference = "lambda=0"
-    attacks = (AttributeAttack(kind=PRIVNET_REPRESENTATION_KIND, field="x_trans", final=PRIVNET_RELEASED),)
+    # Every release the receiver holds: each epoch's validation release, what each epoch's
+    # training batches showed of each user, and the final release.
+    attacks = (AttributeAttack(kinds=(PRIVNET_REPRESENTATION_KIND, PRIVNET_BATCH_KIND), field="x_trans", final=PRIVNET_RELEASED),)
     retained_kinds = (PRIVNET_REPRESENTATION_KIND,)
+    folded_kinds = (PRIVNET_BATCH_KIND,)
 
     def build_party(self, name: str, world: World, channel: ChannelConfig, options: dict[str, Any]) -> Party:
-        from parties.privnet import PrivNetSourceParty, PrivNetTargetParty  # torch: only where a party runs
+        from parties.defenses import apply_defense  # torch and scikit-learn: only where a party runs
+        from parties.privnet import PrivNetSourceParty, PrivNetTargetParty
 
-        if name == "source":
-            return PrivNetSourceParty(channel, world.split.source, world.attributes.restricted_to(world.public), options)
-        return PrivNetTargetParty(channel, world.split.target, options)
+        if name == "target":
+            return PrivNetTargetParty(channel, world.split.target, options)
+        public = world.attributes.restricted_to(world.public)
+        # User-side defenses run on the users' devices before their data reaches the source:
+        # the source party is built with the defended data only (and never with private genders).
+        data, info = apply_defense(
+            options.get("defense", "none"),
+            world.split.source,
+            public=public,
+            own_gender=world.attributes.gender,
+            noise=float(options.get("ldp_noise", 0.1)),
+            k=int(options.get("blurme_k", 5)),
+            seed=int(options["seed"]),
+        )
+        return PrivNetSourceParty(channel, data, public, options, defense_info=info)
 
     def drive(self, relay: Relay, variant: Variant) -> Outcome:
         if variant.options.get("mode") == "target-only":

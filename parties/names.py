@@ -1,0 +1,25 @@
+"""Names parties and scenario declarations share: the artifacts parties release (and the kinds
+they are tagged with, `meta.kind`), the defenses, the simulated attacker's presets.
+
+Kept apart from the party modules (which import torch and scikit-learn) so that reading a
+scenario's declaration stays cheap.
+"""
+
+# embeddings: the source's plain BPR-MF user embeddings
+USER_EMBEDDINGS = "user_embeddings"
+
+# privnet: x_u|trans released for the test (the final release), per epoch for validation
+# (named "x_trans@<epoch>"), and per training step for the batch's users
+PRIVNET_RELEASED = "x_trans"
+PRIVNET_REPRESENTATION_KIND = "user_representation"
+PRIVNET_BATCH_KIND = "x_trans_batch"
+
+# Defenses of the source data (parties.defenses says who runs each and how).
+DEFENSES = ("none", "ldp", "ldp-items", "blurme", "blurme-server")
+
+# PrivNet's simulated attacker: updates per recommender step, and its learning rate (None: the
+# recommender's). The paper updates it once per step at the recommender's rate; on small data
+# the objective -lambda L_adv then rewards making that stale attacker confidently wrong, which
+# flips the attribute in x_u|trans instead of removing it. Five updates at 1e-2 keep it near
+# its best response (README, "PrivNet results").
+ADVERSARY_PRESETS = {"paper": {"steps": 1, "lr": None}, "strong": {"steps": 5, "lr": 1e-2}}
