@@ -111,14 +111,22 @@ class Eavesdropper:
         decode: Decoder | None = None,
         peek_header: HeaderPeeker | None = None,
         retain_kinds: Iterable[str] | None = None,
+        fold_kinds: Iterable[str] = (),
     ):
         """`retain_kinds`: keep the contents only of artifacts of these kinds (None = all);
         other messages keep their header and size. Bounds memory over long training runs,
         whose per-step traffic would otherwise pile up (the tap then decodes every
-        RETAIN_FLUSH_BYTES instead of only on demand)."""
+        RETAIN_FLUSH_BYTES instead of only on demand).
+
+        `fold_kinds`: artifacts of these kinds (e.g. one small artifact per training step)
+        are folded, per sender and round, into one artifact `<kind>@<round>` holding the
+        latest row of every user seen in that round: what the per-step stream told about each
+        user by the end of the round, in bounded memory."""
         self.name = name
         self.keep_raw = keep_raw
         self.retain_kinds = None if retain_kinds is None else frozenset(retain_kinds)
+        self.fold_kinds = frozenset(fold_kinds)
+        self._folds: dict[tuple[str, str, int], dict[int, dict[str, np.ndarray]]] = {}
         self._undecoded_bytes = 0
         # Another codec can be given (tests use a stand-in wire format).
         self._decode = decode or protocol_decode
@@ -144,7 +152,7 @@ class Eavesdropper:
             self._intercepts.append(Intercept(len(self._intercepts), str(point), len(raw), raw=raw))
             self._undecoded_bytes += len(raw)
         self._artifacts = None
-        if self.retain_kinds is not None and self._undecoded_bytes > RETAIN_FLUSH_BYTES:
+        if (self.retain_kinds is not None or self.fold_kinds) and self._undecoded_bytes > RETAIN_FLUSH_BYTES:
             self._decode_pending()
 
     __call__ = observe
@@ -173,12 +181,38 @@ class Eavesdropper:
                     rec.message = self._decode(rec.raw)
                 except Exception as exc:  # ENCRYPTED on the secure suite, or malformed body
                     rec.error = _error_text(exc)
+            if self._fold(rec.message):
+                rec.message, rec.raw, rec.retained = None, b"", False
             if self.retain_kinds is not None and not self._retained(rec.message):
                 rec.message, rec.raw, rec.retained = None, b"", False
             if not self.keep_raw:
                 rec.raw = b""
         self._pending = len(self._intercepts)
         self._undecoded_bytes = 0
+
+    def _fold(self, msg: Any) -> bool:
+        """Fold an artifact of a fold kind into its round's latest-row-per-user artifact."""
+        if msg is None or _text(msg.type) != ARTIFACT_TYPE:
+            return False
+        kind = str(dict(msg.meta).get("kind", ""))
+        if kind not in self.fold_kinds or "user_ids" not in msg.arrays:
+            return False
+        rows = self._folds.setdefault((kind, _text(msg.sender), int(msg.round or 0)), {})
+        fields = {k: np.asarray(v) for k, v in msg.arrays.items() if k != "user_ids"}
+        for i, user in enumerate(np.asarray(msg.arrays["user_ids"]).tolist()):
+            rows[int(user)] = {k: v[i] for k, v in fields.items()}
+        return True
+
+    def _folded(self) -> dict[str, Artifact]:
+        out = {}
+        for (kind, sender, rnd), rows in self._folds.items():
+            users = np.array(sorted(rows), dtype=np.int64)
+            names = sorted(rows[int(users[0])]) if users.size else []
+            arrays = {k: np.stack([rows[int(u)][k] for u in users]) for k in names}
+            name = f"{kind}@{rnd}"
+            meta = {"kind": kind, "artifact": name, "folded": "latest row of each user over the round's artifacts"}
+            out[name] = Artifact(name=name, kind=kind, meta=meta, user_ids=users, arrays=arrays, sender=sender, round=rnd)
+        return out
 
     def _retained(self, msg: Any) -> bool:
         if msg is None:
@@ -235,6 +269,7 @@ class Eavesdropper:
             if artifact is not None:
                 artifact.sender, artifact.round = sender, rnd
                 result[label] = artifact
+        result.update(self._folded())
         self._artifacts = result
         return dict(result)
 

@@ -109,6 +109,10 @@ class Party:
         # Kept for the simulation's attack step (instrumentation, never sent on the protocol).
         self._receiver_view: list[bytes] = []
         self.keep_receiver_view_kinds: set[str] | None = None  # None = keep all artifacts
+        # Kinds of per-step artifacts folded, per sender and round, into one view artifact with
+        # each user's latest row (sealed by `seal_view_folds`): bounded memory over long runs.
+        self.fold_receiver_view_kinds: set[str] = set()
+        self._view_folds: dict[tuple[str, str, int], tuple[Message, dict[int, dict[str, np.ndarray]]]] = {}
 
     # ----------------------------------------------------------------- keys
     def public_key(self) -> bytes:
@@ -139,7 +143,7 @@ class Party:
         failures become an `error` message to the coordinator so that the run ends with a
         clear error instead of hanging.
         """
-        delivered, outbound = self._endpoint().receive(envelope)
+        delivered, outbound = self._endpoint().receive(envelope, link=link)
         for msg in delivered:
             for reply in self._dispatch(msg):
                 outbound.extend(self.endpoint.send(reply))
@@ -154,8 +158,8 @@ class Party:
         return self.endpoint
 
     def _dispatch(self, msg: Message) -> Iterable[Message]:
-        if msg.type == "artifact" and self._keeps(msg):
-            self._receiver_view.append(Endpoint.receiver_view(msg))
+        if msg.type == "artifact":
+            self._view(msg)
         try:
             if msg.type == "control":
                 op = str(msg.meta.get("op", ""))
@@ -183,9 +187,27 @@ class Party:
                 )
             ]
 
-    def _keeps(self, msg: Message) -> bool:
-        kinds = self.keep_receiver_view_kinds
-        return kinds is None or str(msg.meta.get("kind", "")) in kinds
+    def _view(self, msg: Message) -> None:
+        """Record an accepted artifact in the receiver's view (kept whole, folded, or dropped)."""
+        kind = str(msg.meta.get("kind", ""))
+        if kind in self.fold_receiver_view_kinds and "user_ids" in msg.arrays:
+            _, rows = self._view_folds.get((kind, msg.sender, msg.round), (msg, {}))
+            fields = {k: np.asarray(v) for k, v in msg.arrays.items() if k != "user_ids"}
+            for i, user in enumerate(np.asarray(msg.arrays["user_ids"]).tolist()):
+                rows[int(user)] = {k: v[i] for k, v in fields.items()}
+            self._view_folds[(kind, msg.sender, msg.round)] = (msg, rows)
+        elif self.keep_receiver_view_kinds is None or kind in self.keep_receiver_view_kinds:
+            self._receiver_view.append(Endpoint.receiver_view(msg))
+
+    def seal_view_folds(self) -> None:
+        """Add each folded round to the receiver's view as one artifact `<kind>@<round>` (every
+        user's latest row of the round), then forget it."""
+        for (kind, _, rnd), (last, rows) in self._view_folds.items():
+            users = np.array(sorted(rows), dtype=np.int64)
+            arrays = {"user_ids": users, **{k: np.stack([rows[int(u)][k] for u in users]) for k in sorted(rows[int(users[0])])}}
+            meta = {"artifact": f"{kind}@{rnd}", "kind": kind, "chunk": 0, "chunks": 1, "folded": "latest row per user"}
+            self._receiver_view.append(Endpoint.receiver_view(dataclasses.replace(last, arrays=arrays, meta=meta)))
+        self._view_folds.clear()
 
     # ---------------------------------------------------------- instrumentation
     def receiver_view(self) -> list[bytes]:

@@ -150,7 +150,7 @@ class Relay:
                 header = peek_header(envelope)
                 receiver = header["receiver"]
                 if receiver == COORDINATOR:
-                    delivered, out = self.coordinator.receive(envelope)
+                    delivered, out = self.coordinator.receive(envelope, link=link)
                     inbox.extend(delivered)
                     origin = COORDINATOR
                 else:
@@ -170,10 +170,12 @@ class Relay:
         return inbox
 
     def _rejected(self, link: str, exc: ProtocolError, step: str) -> None:
+        """Count a rejection. The receiving endpoint charged it to an authenticated sender or
+        to the link it came over; only an honest party's own faults end the run."""
         self.rejected += 1
         count = self.rejected_by_link[link] = self.rejected_by_link.get(link, 0) + 1
-        if link == INJECT_LINK:
-            return  # an attacker's bytes are refused (and eventually cut off); the run goes on
+        if link == INJECT_LINK and exc.charged_to != exc.sender:
+            return  # an attacker's bytes are refused (and its link eventually cut off); the run goes on
         if exc.code.value == "PEER_CUT_OFF" or count > self.max_rejected:
             raise RunError(f"step {step!r}: the protocol cut off a peer after repeated rejections ({exc})") from exc
 

@@ -27,11 +27,11 @@ from parties.base import ChannelConfig
 
 from .config import RunConfig
 from .coordinator import Relay, Transcript, start_parties
-from .evaluate import evaluate_attacks, save_captures
+from .evaluation import evaluate_attacks, save_captures
 from .party_factory import PARTY_FACTORY
 from .runtimes.base import PartySpec, Runtime
 from .scenarios import Scenario, Variant
-from .world import world
+from .world import World, world
 
 if TYPE_CHECKING:
     pass
@@ -50,6 +50,7 @@ class TaskResult:
     variant: Variant
     seed: int
     utility: dict[str, float]
+    utility_groups: dict[str, dict[str, float]]  # user group -> utility of its users
     per_user: dict[str, np.ndarray]
     details: dict[str, Any]
     attacks: dict[str, dict[str, Any]]  # threat model -> attack results (and what it observed)
@@ -93,14 +94,29 @@ def party_specs(config: RunConfig, scenario: Scenario, variant: Variant, seed: i
     ]
 
 
+def group_utility(scenario: Scenario, per_user: dict[str, np.ndarray], w: World) -> dict[str, dict[str, float]]:
+    """Mean of each per-user utility figure over each of the scenario's user groups (the
+    evaluated users of the group; a group with none is left out)."""
+    groups = scenario.utility.groups
+    if groups is None or "users" not in per_user:
+        return {}
+    users = np.asarray(per_user["users"])
+    out = {}
+    for name, members in groups.assign(w).items():
+        rows = np.isin(users, members)
+        if rows.any():
+            out[name] = {k: float(np.mean(v[rows])) for k, v in per_user.items() if k != "users"}
+    return out
+
+
 def run_task(config: RunConfig, scenario: Scenario, task: Task, runtime: Runtime, *, out_dir: Path | None = None) -> TaskResult:
     """One transfer: parties started fresh, driven through the relay, then attacked. What the
     eavesdroppers captured goes to `out_dir/intercepted/` (if given)."""
     started = time.perf_counter()
     variant, seed = task.variant, task.seed
     w = world(config.run_dict(seed))
-    wire = Eavesdropper("wire", retain_kinds=scenario.retained_kinds)
-    receiver = Eavesdropper("receiver", retain_kinds=scenario.retained_kinds)
+    wire = Eavesdropper("wire", retain_kinds=scenario.retained_kinds, fold_kinds=scenario.folded_kinds)
+    receiver = Eavesdropper("receiver", retain_kinds=scenario.retained_kinds, fold_kinds=scenario.folded_kinds)
     transcript = Transcript(context={"seed": seed, "variant": variant.name})
     try:
         coordinator = start_parties(runtime, party_specs(config, scenario, variant, seed), channel_config(config, seed))
@@ -117,6 +133,7 @@ def run_task(config: RunConfig, scenario: Scenario, task: Task, runtime: Runtime
         variant=variant,
         seed=seed,
         utility=outcome.utility,
+        utility_groups=group_utility(scenario, outcome.per_user, w),
         per_user=outcome.per_user,
         details=outcome.details,
         attacks=attacks,

@@ -7,6 +7,7 @@ from conftest import run_inline
 
 from sim.cli import main
 from sim.config import ConfigError
+from sim.outputs import validate
 
 
 def _results(run_root):
@@ -56,21 +57,27 @@ def test_embeddings_run_writes_every_output(synthetic_config, tmp_path):
     run_dir, results = _results(tmp_path / "runs")
     for name in ("config.json", "results.json", "metrics.csv", "report.html", "transcript.jsonl"):
         assert (run_dir / name).stat().st_size > 0, name
-    assert results["schema"] == "cdrsim.results" and results["schema_version"] == 1
+    assert results["schema"] == "cdrsim.results" and results["schema_version"] == 2
     assert results["channel"] == "plaintext" and results["status"] == "complete"
+    validate(results)  # the file follows results.schema.json
+    pop = results["dataset"]["population"]
+    assert pop["rule"] == "overlap" and pop["public"] + pop["private"] == pop["users"] > 0
     by_name = {v["name"]: v for v in results["variants"]}
     assert set(by_name) == {"transfer", "target-only", "popularity"}
     transfer = by_name["transfer"]
     # The plaintext wire eavesdropper and the curious receiver both read the embeddings.
     for threat in ("wire", "receiver"):
-        assert transfer["attacks"][threat]["decoded"] == [True]
-        gender = transfer["attacks"][threat]["gender"]
+        assert transfer["decoded"][threat] == [True]
+        gender = transfer["leakage"][threat]["attribute"]["gender"]
         assert gender["baseline"]["auc"]["mean"] == pytest.approx(0.5)
         # strong planted signal: the intercepted embeddings leak gender
-        assert gender["best"]["auc"]["mean"] > 0.6
+        assert gender["worst_case"]["auc"]["mean"] > 0.6
     # Nothing was released in the floors: the attacker is left with the prior.
-    assert by_name["popularity"]["attacks"]["receiver"]["decoded"] == [False]
-    assert by_name["popularity"]["attacks"]["receiver"]["gender"]["best"]["auc"]["mean"] == pytest.approx(0.5, abs=0.05)
+    assert by_name["popularity"]["decoded"]["receiver"] == [False]
+    assert by_name["popularity"]["leakage"]["receiver"]["attribute"]["gender"]["worst_case"]["auc"]["mean"] == pytest.approx(0.5)
+    # Paired differences to the reference variant (target-only) are computed by the code.
+    paired = transfer["paired"]
+    assert paired["reference"] == "target-only" and paired["utility"]["HR@10"]["n"] == 1
     lines = [json.loads(x) for x in (run_dir / "transcript.jsonl").read_text().splitlines()]
     assert {line["type"] for line in lines} >= {"control", "artifact", "ack", "report"}
     assert all(line["status"] == "delivered" for line in lines)
@@ -82,7 +89,11 @@ def test_same_seed_same_metrics(synthetic_config):
     def metrics(cfg):
         result = run_inline(cfg)
         return [
-            (r.variant.name, r.utility, {t: {a: r.attacks[t][a]["metrics"] for a in ("gender", "age_group")} for t in r.attacks})
+            (
+                r.variant.name,
+                r.utility,
+                {t: {a: r.attacks[t]["attribute"][a]["final"]["metrics"] for a in ("gender", "age_group")} for t in r.attacks},
+            )
             for r in result.runs
         ]
 
@@ -123,7 +134,9 @@ def test_parallel_jobs_give_the_sequential_results_and_outputs(synthetic_config,
         ps = per_seed[(run.variant.name, run.seed)]
         assert ps["utility"] == pytest.approx(run.utility, abs=1e-12)
         for attr in ("gender", "age_group"):
-            assert ps["attacks"]["receiver"][attr]["metrics"] == pytest.approx(run.attacks["receiver"][attr]["metrics"])
+            assert ps["attacks"]["receiver"]["attribute"][attr]["final"]["metrics"] == pytest.approx(
+                run.attacks["receiver"]["attribute"][attr]["final"]["metrics"]
+            )
         assert ps["messages"] == len(run.transcript)
     lines = [json.loads(x) for x in (run_dir / "transcript.jsonl").read_text().splitlines()]
     assert [(ln["variant"], ln["seed"]) for ln in lines] == sorted(

@@ -96,7 +96,7 @@ def shared(cluster):
 
 
 def _attack_metrics(run):
-    return {t: {a: run.attacks[t][a]["metrics"] for a in ("gender", "age_group")} for t in run.attacks}
+    return {t: {a: run.attacks[t]["attribute"][a]["final"]["metrics"] for a in ("gender", "age_group")} for t in run.attacks}
 
 
 def _files(directory: Path) -> dict[str, bytes]:

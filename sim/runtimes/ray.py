@@ -115,7 +115,7 @@ class PartyHost:
         try:
             out = self.party.handle(bytes(envelope), link)
         except ProtocolError as exc:
-            return {"status": "rejected", "code": exc.code.value, "detail": exc.detail, "sender": exc.sender}
+            return {"status": "rejected", "code": exc.code.value, "detail": exc.detail, "sender": exc.sender, "charged_to": exc.charged_to}
         except Exception as exc:
             return {"status": "failed", **_failure(exc)}
         return {"status": "ok", "out": [bytes(e) for e in out]}
@@ -577,7 +577,7 @@ class RayRuntime(Runtime):
         if status == "ok":
             return list(reply["out"])
         if status == "rejected":
-            raise ProtocolError(ErrorCode(reply["code"]), reply["detail"], sender=reply.get("sender"))
+            raise ProtocolError(ErrorCode(reply["code"]), reply["detail"], sender=reply.get("sender"), charged_to=reply.get("charged_to"))
         self._tainted = True
         err = RunError(f"party {party!r} failed at step {step}: {reply.get('error', reply)}")
         if reply.get("traceback"):

@@ -122,6 +122,7 @@ class Grid:
     extras: tuple[Variant, ...] = ()
 
     def variants(self, values: Mapping[str, Sequence[Any]] | None = None) -> list[Variant]:
+        """The grid's points (named by the axes that take more than one value), then extras."""
         values = dict(values or {})
         unknown = sorted(set(values) - {a.name for a in self.axes})
         if unknown:
@@ -130,7 +131,8 @@ class Grid:
         axes = [(a, tuple(values.get(a.name, a.values))) for a in self.axes]
         out = []
         for point in product(*(vals for _, vals in axes)) if axes else ():
-            name = ",".join(f"{a.name}={v:g}" if isinstance(v, float) else f"{a.name}={v}" for (a, _), v in zip(axes, point))
+            shown = [(a, v) for (a, vals), v in zip(axes, point) if len(vals) > 1] or [(axes[0][0], point[0])]
+            name = ",".join(f"{a.name}={v:g}" if isinstance(v, float) else f"{a.name}={v}" for a, v in shown)
             params = {**{a.name: v for (a, _), v in zip(axes, point)}, **self.params}
             options = {**{a.option: v for (a, _), v in zip(axes, point)}, **self.options}
             out.append(Variant(name, params, options))
@@ -187,17 +189,15 @@ class RatingUtility:
 
 @dataclass(frozen=True)
 class AttributeAttack:
-    """Attribute inference on a per-user artifact: every release of artifact `kind` a threat
-    model holds is attacked; `final` names the release the run ends with.
+    """Attribute inference on a per-user artifact: every release of the artifact kinds
+    `kinds` a threat model holds is attacked; `final` names the release the run ends with.
+    Attackers train on the world's public users and are tested on its private users (both
+    within the run's population)."""
 
-    Attackers train on public users and are tested on private users, both restricted to
-    `population` (default: every user)."""
-
-    kind: str
+    kinds: tuple[str, ...]
     field: str
     final: str
     attributes: tuple[str, ...] = ("gender", "age_group")
-    population: Callable[[World], np.ndarray] | None = None
     name: str = "attribute"
 
 
@@ -214,13 +214,12 @@ class MembershipAttack:
 @dataclass(frozen=True)
 class ReconstructionAttack:
     """How well a secret per-user vector (`secret(world, seed)`, e.g. the source's private
-    user embedding) is recovered from the artifact `final` of kind `kind`."""
+    user embedding) is recovered from the release `final` (of one of the kinds `kinds`)."""
 
-    kind: str
+    kinds: tuple[str, ...]
     field: str
     final: str
     secret: Callable[[World, int], np.ndarray]
-    population: Callable[[World], np.ndarray] | None = None
     name: str = "reconstruction"
 
 
@@ -261,8 +260,10 @@ class Scenario(ABC):
     utility: RankingUtility | RatingUtility = RankingUtility()
     attacks: tuple[Attack, ...] = ()
     # Artifact kinds the eavesdroppers keep (None = all): per-step training traffic is still
-    # counted in each eavesdropper's index.
+    # counted in each eavesdropper's index. Kinds in `folded_kinds` (per-step artifacts) are
+    # folded per round into one artifact of each user's latest row.
     retained_kinds: tuple[str, ...] | None = None
+    folded_kinds: tuple[str, ...] = ()
 
     def variants(self, quick: bool = False, grid: Mapping[str, Sequence[Any]] | None = None) -> list[Variant]:
         return self.grid.variants(grid)

@@ -1,0 +1,149 @@
+"""Each threat model's attacks on what it captured (the engine calls this once per task).
+
+The rules of the threat model hold for every attack kind:
+
+- the attacker uses everything its party received: every release of the attacked artifact
+  (e.g. one representation per epoch, then the final one), and picks the release it reports
+  (the worst case) by cross-validation on the public users only;
+- attackers train on public users and are scored on private users, both within the run's
+  population (users present in both domains, by default);
+- every figure stands next to the same attacker given no artifact.
+
+A threat model that could not read the artifact (the wire on the secure channel) is evaluated
+all the same: its attacker gets no features, which is the no-artifact baseline, so its figures
+show what it learns from what it saw (nothing per user) rather than being left out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from attacks.attribute import attribute_inference, kmeans_vmeasure
+from attacks.membership import membership_inference
+from attacks.reconstruction import reconstruction_attack
+from attacks.releases import attribute_inference_over_releases
+from attacks.tap import Eavesdropper
+from models.data import UserAttributes
+
+from .scenarios.base import AttributeAttack, MembershipAttack, ReconstructionAttack, Scenario
+from .world import World
+
+ATTRIBUTES = UserAttributes.NAMES
+
+
+def releases_of(capture: Eavesdropper, kinds: tuple[str, ...], field: str, n_users: int) -> dict[str, np.ndarray]:
+    """Every complete artifact of one of `kinds` in the capture, in the order it arrived, as a
+    dense [n_users, f] matrix of its `field` (zeros for users it did not cover)."""
+    out = {}
+    for name, artifact in capture.artifacts().items():
+        if artifact.kind not in kinds or not artifact.complete or field not in artifact.arrays:
+            continue
+        values = artifact.arrays[field].reshape(artifact.user_ids.shape[0], -1).astype(np.float32)
+        dense = np.zeros((n_users, values.shape[1]), dtype=np.float32)
+        dense[artifact.user_ids] = values
+        out[name] = dense
+    return out
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> bytes:
+    h = hashlib.sha256()
+    for name, a in arrays.items():
+        h.update(name.encode() + b"\0" + repr(a.shape).encode() + a.tobytes())
+    return h.digest()
+
+
+def attribute_attack(attack: AttributeAttack, releases: dict[str, np.ndarray], world: World, *, seed: int) -> dict[str, Any]:
+    """Attribute inference on every release (worst case chosen on public users) and, with the
+    full attacker battery, on the final release."""
+    pub, priv = world.public, world.private
+    labels = world.attributes.as_dict()
+    decoded = bool(releases)
+    final = releases.get(attack.final)
+    out: dict[str, Any] = {"decoded": decoded, "releases": list(releases), "final_release": attack.final if final is not None else None}
+    for name in attack.attributes:
+        y = labels[name]
+        if not decoded:
+            empty = np.zeros((world.dataset.n_users, 0), dtype=np.float32)
+            result = attribute_inference(empty[pub], y[pub], empty[priv], y[priv], seed=seed).to_dict()
+            out[name] = {"final": result, "worst_case": {**result, "release": None}}
+            continue
+        over = attribute_inference_over_releases({r: (x[pub], x[priv]) for r, x in releases.items()}, y[pub], y[priv], seed=seed).to_dict()
+        block = {"worst_case": over.pop("worst_case"), **over}
+        if final is not None and len(releases) > 1:
+            block["final"] = attribute_inference(final[pub], y[pub], final[priv], y[priv], seed=seed).to_dict()
+        elif final is not None:
+            block["final"] = {k: v for k, v in block["worst_case"].items() if k != "release"}
+        out[name] = block
+    if final is not None:
+        pop = world.population
+        out["vmeasure_gender"] = float(kmeans_vmeasure(final[pop], labels["gender"][pop], k=2, seed=seed))
+    return out
+
+
+def reconstruction(attack: ReconstructionAttack, releases: dict[str, np.ndarray], world: World, *, seed: int) -> dict[str, Any]:
+    """How well the secret vector is recovered from the final release, and what the
+    reconstruction leaks about the attributes."""
+    pub, priv = world.public, world.private
+    secret = np.asarray(attack.secret(world, seed), dtype=np.float64)
+    final = releases.get(attack.final)
+    features = final if final is not None else np.zeros((world.dataset.n_users, 0), dtype=np.float32)
+    result = reconstruction_attack(features[pub], secret[pub], features[priv], secret[priv], seed=seed)
+    labels = world.attributes.as_dict()
+    leak = {
+        name: attribute_inference(
+            result.train_reconstruction, labels[name][pub], result.test_reconstruction, labels[name][priv], seed=seed
+        ).to_dict()
+        for name in ATTRIBUTES
+    }
+    return {"decoded": final is not None, **result.to_dict(), "attributes_of_reconstruction": leak}
+
+
+def membership(attack: MembershipAttack, capture: Eavesdropper, world: World, *, seed: int) -> dict[str, Any]:
+    """Membership inference with the scenario's features; a capture it cannot read gives the
+    constant-score attacker (AUC 0.5)."""
+    data = attack.features(capture, world, seed)
+    if data is None:
+        return {"decoded": False}
+    X_train, member_train, X_test, member_test = data
+    return {"decoded": True, **membership_inference(X_train, member_train, X_test, member_test, seed=seed)}
+
+
+def evaluate_attacks(scenario: Scenario, captures: dict[str, Eavesdropper], world: World, *, seed: int) -> dict[str, dict[str, Any]]:
+    """{threat model: {attack name: results, "observed": what it saw}}. Threat models that
+    captured byte-identical releases (wire and receiver on a plaintext channel) share one
+    evaluation."""
+    done: dict[tuple[str, bytes], dict[str, Any]] = {}
+    out: dict[str, dict[str, Any]] = {}
+    for threat, capture in captures.items():
+        out[threat] = {}
+        for attack in scenario.attacks:
+            if isinstance(attack, MembershipAttack):
+                out[threat][attack.name] = membership(attack, capture, world, seed=seed)
+                continue
+            releases = releases_of(capture, attack.kinds, attack.field, world.dataset.n_users)
+            key = (attack.name, _digest(releases))
+            if key not in done:
+                if isinstance(attack, AttributeAttack):
+                    done[key] = attribute_attack(attack, releases, world, seed=seed)
+                else:
+                    done[key] = reconstruction(attack, releases, world, seed=seed)
+            out[threat][attack.name] = done[key]
+        out[threat]["observed"] = capture.summary()
+    return out
+
+
+def save_captures(captures: dict[str, Eavesdropper], scenario: Scenario, world: World, directory: Path) -> None:
+    """What each eavesdropper of one task captured, under directory/<threat>/, with the users'
+    attributes and whether each user is public (so anyone can run their own attacks)."""
+    users = world.dataset.users.copy()
+    users.insert(0, "public", False)
+    users.insert(1, "in_population", False)
+    users.loc[users.index.isin(world.public), "public"] = True
+    users.loc[users.index.isin(world.population), "in_population"] = True
+    for threat, capture in captures.items():
+        kinds = None if scenario.retained_kinds is None else (*scenario.retained_kinds, *scenario.folded_kinds)
+        capture.save(directory / threat, users=users, kinds=kinds)
