@@ -32,6 +32,7 @@ RUNTIMES = ("inproc", "flower", "flower-deployment")
 
 def child(runtime: str, args: argparse.Namespace, out: Path) -> None:
     """One run, in this (fresh) process, as the CLI would do it; writes the run directory."""
+    # Imported here: the parent process only starts children and must not pay for torch and Flower.
     from sim.api import new_run_dir, run
     from sim.config import RunConfig
 

@@ -31,6 +31,8 @@ from flwr.proto.recorddict_pb2 import RecordDict as ProtoRecordDict
 
 from parties.base import COORDINATOR, artifact_chunks
 from protocol import ErrorCode, Identity, Message, ProtocolError, Registry, peek_header
+from sim.api import run
+from sim.config import RunConfig
 from sim.coordinator import Relay, Transcript, start_parties
 from sim.engine import channel_config, party_specs
 from sim.errors import RunError
@@ -48,6 +50,7 @@ from sim.flower_app.records import (
     StartRequest,
 )
 from sim.runtimes.flower import FlowerRuntime, LocalDeployment, NodeReply, Settings, discover_nodes, run_experiment_flower
+from sim.runtimes.flower.__main__ import main as prepare_manual_run
 from sim.runtimes.flower.coordinator import serve
 from sim.runtimes.flower.launch import prepare_run
 from sim.runtimes.inproc import InprocRuntime
@@ -81,8 +84,6 @@ _SYNTHETIC = dict(
 
 
 def _config(**overrides):
-    from sim.config import RunConfig
-
     return RunConfig(**{**_SYNTHETIC, **overrides})
 
 
@@ -461,8 +462,6 @@ def test_serverapp_failure_leaves_a_failed_run_directory(host_dir, tmp_path):
 
 
 def test_prepare_a_manual_deployment_run(tmp_path, capsys):
-    from sim.runtimes.flower.__main__ import main
-
     key = Identity.generate().public_bytes().hex()
     argv = [
         "--run-dir",
@@ -475,7 +474,7 @@ def test_prepare_a_manual_deployment_run(tmp_path, capsys):
         "--pin-key",
         f"source={key}",
     ]
-    assert main(argv) == 0
+    assert prepare_manual_run(argv) == 0
     command = capsys.readouterr().out
     settings_path = tmp_path / "run" / "flower" / "settings.json"
     assert command.startswith("flwr run ") and f'settings="{settings_path}"' in command
@@ -539,8 +538,6 @@ def _transcript(run_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def inproc_reference(tmp_path_factory):
     """The in-process runs every Flower run must reproduce (same seed, same data), by channel."""
-    from sim.api import run
-
     cache: dict[str, tuple[dict, list[dict]]] = {}
 
     def get(channel: str) -> tuple[dict, list[dict]]:
@@ -632,8 +629,6 @@ def _assert_no_private_keys(record_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_flower_simulation_equals_inproc(inproc_reference, tmp_path):
-    from sim.api import run
-
     run(_config(runtime="flower", out=str(tmp_path)), quiet=True)
     _check_equal(_run_dir(tmp_path), inproc_reference, "flower", "plaintext", None)
 

@@ -102,7 +102,9 @@ class PartyHost:
         config["channel"] = channel
         threads = int(request.get("threads", 0))
         if threads > 0:
-            import torch  # the factory imports it anyway; here only to set the threads first
+            # Imported here, as everything heavy in this module: the host listens before it imports
+            # torch (seconds), so that the ClientApp that started it can connect at once.
+            import torch
 
             if torch.get_num_threads() != threads:
                 torch.set_num_threads(threads)
@@ -127,7 +129,7 @@ class PartyHost:
         if registry and not self.registry_installed:
             self.party.install_registry(registry)
             self.registry_installed = True
-        from protocol import ProtocolError  # loaded with the party already; kept out of start-up
+        from protocol import ProtocolError  # lazily, like torch above (the party loaded it already)
 
         outcomes = []
         envelopes, links = list(request["envelopes"]), [str(x) for x in request["links"]]
@@ -241,7 +243,7 @@ def _listen(path: Path) -> socket.socket:
 
 def make_key(path: str) -> str:
     """Create a node's identity key file (0600); return its public key, hex."""
-    from protocol import Identity
+    from protocol import Identity  # lazily, like torch in PartyHost.start
 
     if Path(path).exists():
         raise SystemExit(f"{path} exists; a key file is never overwritten")
