@@ -151,7 +151,7 @@ def variant_summary(runs: list[TaskResult], reference: list[TaskResult] | None, 
             t: [bool(r.attacks[t].get(a.name, {}).get("decoded")) for r in runs] for t in first.attacks for a in scenario.attacks[:1]
         },
     }
-    if reference is not None:
+    if reference is not None and first.variant.name != scenario.reference:
         by_seed = {r.seed: r for r in reference}
         mine = [r for r in runs if r.seed in by_seed]
         theirs = [by_seed[r.seed] for r in mine]

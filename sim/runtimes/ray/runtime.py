@@ -1,38 +1,12 @@
-"""The Ray runtime (`--runtime ray`): each party, and the wire eavesdropper, is its own Ray actor.
-
-A party actor builds its party from the JSON-able `PartySpec` itself, so the party's data and
-models exist only inside that actor (on whichever node Ray placed it). The coordinator stays in
-the driver: the `Relay` hands envelopes to `call()`, which ships them to the actor as `bytes` and
-gets the party's outbound envelopes back as `bytes`. Nothing of a party is pickled across the
-boundary; a protocol rejection inside the actor comes back as plain data (code, detail, sender)
-and is raised again here as the same `ProtocolError`.
-
-Ray is transport, not a trust boundary: anyone who reaches a Ray cluster's ports can run code
-in it. The protocol's secure suite, not Ray, protects what crosses between parties.
-
-Without an address the runtime starts a small private Ray for the run (`address="local"`) and
-shuts it down in `close()`. With an address (`auto`, `ray://host:port`, `host:port`) it joins
-that cluster and on `close()` only disconnects. Either way the project's packages travel with
-the job (`runtime_env.py_modules`), so every worker runs the driver's code.
-`placement={"source": "party_source", ...}` pins a party's actor to nodes that offer that
-custom resource; the key `eavesdropper` pins the tap actor.
-
-The eavesdropper: `tap(observer)` (the engine's hook) returns a `RayTap` for the Relay. It sends
-each envelope to a `TapActor` with `.remote()`, numbered, without waiting; `stop()` collects the
-recording in order and feeds it to `observer` (the engine's `Eavesdropper`), so the tap ends up
-with exactly the bytes that were sent.
-"""
+"""The Ray runtime itself: actors placed, parties loaded, envelopes carried, the tap flushed."""
 
 from __future__ import annotations
 
-import heapq
 import importlib
 import logging
 import os
-import re
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +15,17 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from protocol import ErrorCode, ProtocolError, peek_header
 
-from ..errors import RunError
-from .base import Observer, PartySpec, Runtime
+from ...errors import RunError
+from ..base import Observer, PartySpec, Runtime
+from .actors import DEFAULT_CALL_TIMEOUT, EAVESDROPPER, PartyActor, RayTap, TapActor
+from .processes import short_error
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CALL_TIMEOUT = 600.0  # seconds one envelope may take inside a party (a training step)
 DEFAULT_START_TIMEOUT = 120.0  # seconds for the actors to be placed and to build their parties
 LOCAL_NUM_CPUS = 2
 LOCAL_OBJECT_STORE_BYTES = 384 * 1024 * 1024  # Ray's default (30% of RAM) is far too much for a run
 PLACEMENT_FRACTION = 0.01  # of a custom resource per actor, so many actors fit on one node
-EAVESDROPPER = "eavesdropper"  # placement key of the tap actor
 PROJECT_PACKAGES = ("protocol", "models", "parties", "attacks", "sim")
 # Environment of a private local Ray (setdefault: a user's own settings win).
 LOCAL_ENV = {
@@ -59,185 +33,8 @@ LOCAL_ENV = {
     "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",  # never rebuild the environment with uv for workers
     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",  # CPU only; silences a FutureWarning
 }
-TAP_MAX_IN_FLIGHT = 64  # tap messages not yet confirmed before the relay waits (bounds memory)
-TAP_DRAIN_BYTES = 64 * 1024 * 1024  # bytes per drain call when collecting the tap's recording
 
 
-# ----------------------------------------------------------------------------- actors
-class PartyHost:
-    """Runs inside a Ray actor: hosts one party and moves envelopes in and out as bytes.
-
-    `load(spec)` builds a fresh party from its spec (so the party's data and models exist only
-    in this actor); `unload()` drops it. Every method returns plain data (dicts, str, bytes),
-    never an exception object of the party: a rejection is {"status": "rejected", code, detail,
-    sender}; any other failure is {"status": "failed", error, traceback}.
-    """
-
-    def __init__(self) -> None:
-        self.name: str | None = None
-        self.party = None
-        self.error: dict[str, str] | None = None
-
-    def info(self) -> dict[str, Any]:
-        ctx = ray.get_runtime_context()
-        public = self.party.public_key() if self.party is not None else b""
-        return {"party": self.name, "node_id": ctx.get_node_id(), "pid": os.getpid(), "error": self.error, "public_key": public}
-
-    def load(self, name: str, factory: str, config: dict[str, Any], torch_threads: int | None = None) -> dict[str, Any]:
-        self.name, self.party, self.error = name, None, None
-        try:
-            if torch_threads:
-                # Same intra-op threads as the in-process runtime, so the numbers are the same.
-                import torch
-
-                torch.set_num_threads(int(torch_threads))
-            self.party = PartySpec(name, factory, config).build()
-        except Exception as exc:
-            self.error = _failure(exc)
-        return self.info()
-
-    def unload(self) -> None:
-        self.party = None
-        self.error = None
-
-    def install_registry(self, registry_json: str) -> dict[str, Any]:
-        if self.party is None:
-            return self._not_loaded()
-        try:
-            self.party.install_registry(registry_json)
-        except Exception as exc:
-            return {"status": "failed", **_failure(exc)}
-        return {"status": "ok", "out": []}
-
-    def handle(self, envelope: bytes, link: str = "") -> dict[str, Any]:
-        if self.party is None:
-            return self._not_loaded()
-        try:
-            out = self.party.handle(bytes(envelope), link)
-        except ProtocolError as exc:
-            return {"status": "rejected", "code": exc.code.value, "detail": exc.detail, "sender": exc.sender, "charged_to": exc.charged_to}
-        except Exception as exc:
-            return {"status": "failed", **_failure(exc)}
-        return {"status": "ok", "out": [bytes(e) for e in out]}
-
-    def receiver_view(self) -> dict[str, Any]:
-        if self.party is None:
-            return self._not_loaded()
-        try:
-            return {"status": "ok", "out": [bytes(e) for e in self.party.receiver_view()]}
-        except Exception as exc:
-            return {"status": "failed", **_failure(exc)}
-
-    def _not_loaded(self) -> dict[str, Any]:
-        return {"status": "failed", **(self.error or {"error": "no party is loaded in this actor", "traceback": ""})}
-
-
-class TapHost:
-    """Runs inside a Ray actor: the eavesdropper's recorder. Keeps every envelope it is sent,
-    by index, and hands them back in index order."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self._heap: list[tuple[int, bytes]] = []
-        self._next = 0  # index of the next envelope drain() may return
-        self.count = 0
-        self.bytes = 0
-
-    def info(self) -> dict[str, Any]:
-        return {"party": EAVESDROPPER, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "error": None}
-
-    def record(self, index: int, envelope: bytes) -> None:
-        heapq.heappush(self._heap, (int(index), bytes(envelope)))
-        self.count += 1
-        self.bytes += len(envelope)
-
-    def drain(self, max_bytes: int = TAP_DRAIN_BYTES) -> list[tuple[int, bytes]]:
-        """The recorded envelopes from the next expected index on, consecutive only, up to
-        about `max_bytes` (at least one)."""
-        out: list[tuple[int, bytes]] = []
-        size = 0
-        while self._heap and self._heap[0][0] == self._next and (not out or size < max_bytes):
-            index, data = heapq.heappop(self._heap)
-            out.append((index, data))
-            size += len(data)
-            self._next += 1
-        return out
-
-    def stats(self) -> dict[str, int]:
-        return {"count": self.count, "bytes": self.bytes, "pending": len(self._heap), "next": self._next}
-
-
-# Restarts would rebuild a party with fresh protocol state mid-run: never restart, never retry.
-PartyActor = ray.remote(max_restarts=0, max_task_retries=0)(PartyHost)
-TapActor = ray.remote(max_restarts=0, max_task_retries=0)(TapHost)
-
-
-def _failure(exc: BaseException) -> dict[str, str]:
-    return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-
-
-# ----------------------------------------------------------------------------- the tap
-class RayTap:
-    """The Relay's tap when the eavesdropper is a Ray actor.
-
-    Calling it sends the envelope to the tap actor asynchronously (`.remote()`, numbered so the
-    order is exact); `flush()` waits until the actor has everything and feeds it, in order, to
-    the `observer` (the engine's `Eavesdropper`). So the eavesdropper ends up with exactly the
-    bytes that were put on the wire.
-    """
-
-    def __init__(
-        self, actor: Any, observer: Observer, *, timeout: float | None = DEFAULT_CALL_TIMEOUT, max_in_flight: int = TAP_MAX_IN_FLIGHT
-    ):
-        self.actor = actor
-        self.observer = observer
-        self.timeout = timeout
-        self.max_in_flight = max(1, int(max_in_flight))
-        self.sent = 0
-        self.delivered = 0
-        self._in_flight: list[Any] = []
-
-    def __call__(self, envelope: bytes) -> None:
-        self._in_flight.append(self.actor.record.remote(self.sent, bytes(envelope)))
-        self.sent += 1
-        if len(self._in_flight) >= self.max_in_flight:
-            # Back-pressure: wait for the older half so a long run cannot pile up unbounded bytes.
-            half = len(self._in_flight) // 2
-            self._get(self._in_flight[:half], f"recording message {self.sent - len(self._in_flight)}")
-            del self._in_flight[:half]
-
-    def flush(self) -> int:
-        """Deliver everything recorded so far to the observer; return how many were delivered."""
-        self._get(self._in_flight, "recording the last messages")
-        self._in_flight.clear()
-        before = self.delivered
-        while self.delivered < self.sent:
-            batch = self._get(self.actor.drain.remote(), "collecting what it recorded")
-            if not batch:
-                stats = self._get(self.actor.stats.remote(), "counting what it recorded")
-                raise RunError(
-                    f"the eavesdropper tap lost messages: {self.sent} sent, {self.delivered} collected "
-                    f"(tap actor state {stats}); its recording is incomplete"
-                )
-            for index, data in batch:
-                if index != self.delivered:  # drain() only returns consecutive indices
-                    raise RunError(f"the eavesdropper tap returned message {index}, expected {self.delivered}")
-                self.observer(data)
-                self.delivered += 1
-        return self.delivered - before
-
-    def _get(self, refs: Any, what: str) -> Any:
-        try:
-            return ray.get(refs, timeout=self.timeout)
-        except GetTimeoutError:
-            raise RunError(f"the eavesdropper tap did not answer within {self.timeout:g}s while {what}") from None
-        except RayError as exc:
-            raise RunError(f"the eavesdropper tap failed while {what}: {_short(exc)}") from exc
-
-
-# ----------------------------------------------------------------------------- the runtime
 class RayRuntime(Runtime):
     """Parties as Ray actors, locally (a private Ray started for the run) or on a Ray cluster."""
 
@@ -452,7 +249,7 @@ class RayRuntime(Runtime):
             try:
                 info = ray.get(ref)
             except RayError as exc:
-                raise RunError(f"party {name!r} failed at step {step!r}: its actor could not start: {_short(exc)}") from exc
+                raise RunError(f"party {name!r} failed at step {step!r}: its actor could not start: {short_error(exc)}") from exc
             if info.get("error"):
                 err = RunError(f"party {name!r} failed at step {step!r}: building the party raised {info['error']['error']}")
                 err.add_note(info["error"].get("traceback", ""))
@@ -514,7 +311,7 @@ class RayRuntime(Runtime):
         try:
             ray.get(resets, timeout=self.start_timeout)
         except RayError as exc:  # something died on the way out: kill them all below
-            log.warning("RayRuntime.stop: not reusing actors (%s)", _short(exc))
+            log.warning("RayRuntime.stop: not reusing actors (%s)", short_error(exc))
             return
         self._idle_parties.update(self.actors)
         self._idle_taps.extend(self._tap_actors)
@@ -569,10 +366,10 @@ class RayRuntime(Runtime):
             ) from None
         except RayActorError as exc:
             self._tainted = True
-            raise RunError(f"party {party!r} failed at step {step}: its actor died ({_short(exc)})") from exc
+            raise RunError(f"party {party!r} failed at step {step}: its actor died ({short_error(exc)})") from exc
         except RayError as exc:
             self._tainted = True
-            raise RunError(f"party {party!r} failed at step {step}: {_short(exc)}") from exc
+            raise RunError(f"party {party!r} failed at step {step}: {short_error(exc)}") from exc
         status = reply.get("status")
         if status == "ok":
             return list(reply["out"])
@@ -601,19 +398,6 @@ def describe_step(envelope: bytes) -> str:
     return f"{header.get('type')!r} ({where})"
 
 
-def _short(exc: BaseException) -> str:
-    """First line of a Ray error, plus its last line (where Ray puts the root cause, e.g.
-    `ModuleNotFoundError: No module named 'sim'`)."""
-    plain = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # Ray colours its messages for terminals
-    lines = [line.strip() for line in plain.strip().splitlines() if line.strip() and set(line.strip()) != {"^"}]
-    if not lines:
-        return type(exc).__name__
-    text = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
-    if "No module named" in text:
-        text += " (the workers cannot import the project: keep ship_code=True, or install cdrsim on every node)"
-    return f"{type(exc).__name__}: {text}"
-
-
 def _kill(actor: Any) -> None:
     try:
         ray.kill(actor, no_restart=True)
@@ -624,35 +408,3 @@ def _kill(actor: Any) -> None:
 def _package_dir(name: str) -> str:
     module = importlib.import_module(name)
     return str(Path(module.__file__).resolve().parent)
-
-
-def session_processes(session_name: str) -> list[int]:
-    """PIDs of the live processes of one Ray session (Linux, from /proc): those whose command
-    line names the session (GCS, raylet, monitors) and all their descendants (workers, agents,
-    which rename themselves `ray::...`)."""
-    own = os.getpid()
-    parent: dict[int, int] = {}
-    roots: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, IndexError):
-            continue  # exited while we looked
-        if stat[0] == "Z" or pid == own:
-            continue
-        parent[pid] = int(stat[1])
-        if session_name.encode() in cmdline:
-            roots.add(pid)
-    found = set(roots)
-    changed = True
-    while changed:  # close over descendants
-        changed = False
-        for pid, ppid in parent.items():
-            if ppid in found and pid not in found:
-                found.add(pid)
-                changed = True
-    return sorted(found)
