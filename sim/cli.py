@@ -21,7 +21,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from .config import CHANNELS, DATASETS, POPULATIONS, RUNTIMES, SPLITS, ConfigError, RunConfig
+from .errors import RunError
 from .scenarios import get_scenario, scenario_names
 
 
@@ -180,16 +183,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def execute(config: RunConfig, *, quiet: bool = False) -> int:
     """Run `config`, print the summary table and where the run went; 0 on success."""
-    from . import api  # the engine: torch, the attackers (seconds to import)
+    # Imported when a run starts: the engine and the datasets bring torch, scikit-learn and
+    # pandas (seconds), which --list, --help and argument errors never need.
+    from . import api
     from .datasets import DatasetError
-    from .errors import RunError
     from .outputs import print_summary
 
     bar = None
     on_task_done = None
     if not quiet and config.runtime not in ("flower", "flower-deployment"):
-        from tqdm import tqdm
-
         total = len(config.seeds) * len(config.select_variants(get_scenario(config.scenario)))
         bar = tqdm(total=total, desc=config.scenario, unit="run", file=sys.stderr)
 

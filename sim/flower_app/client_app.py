@@ -32,9 +32,9 @@ from sim.flower_app.records import (
     Closed,
     DeliverReply,
     DeliverRequest,
+    EnvelopeOutcome,
     Hello,
     HelloRequest,
-    Outcome,
     StartReply,
     StartRequest,
     check_close_request,
@@ -103,7 +103,7 @@ class Node:
             }
         )
         outcomes = [
-            Outcome(
+            EnvelopeOutcome(
                 out=[bytes(e) for e in o["out"]],
                 code=str(o["code"]),
                 detail=str(o["detail"]),

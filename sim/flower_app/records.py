@@ -184,7 +184,7 @@ class DeliverRequest:
 
 
 @dataclass
-class Outcome:
+class EnvelopeOutcome:
     """What one envelope did: the envelopes the party put on the wire, or a rejection."""
 
     out: list[bytes] = field(default_factory=list)
@@ -197,7 +197,7 @@ class Outcome:
 @dataclass
 class DeliverReply:
     generation: str
-    outcomes: list[Outcome]
+    outcomes: list[EnvelopeOutcome]
     views: list[bytes]  # receiver-view envelopes accepted since the previous reply
     seconds: float = 0.0  # time the node's party host spent on this request
 
@@ -227,7 +227,7 @@ class DeliverReply:
         outcomes, pos = [], 0
         for n, code, detail, sender, charged in zip(counts, r["codes"], r["details"], r["senders"], r["charged"], strict=True):
             outcomes.append(
-                Outcome(out=flat[pos : pos + n], code=str(code), detail=str(detail), sender=str(sender), charged_to=str(charged))
+                EnvelopeOutcome(out=flat[pos : pos + n], code=str(code), detail=str(detail), sender=str(sender), charged_to=str(charged))
             )
             pos += n
         return cls(generation=str(r["generation"]), outcomes=outcomes, views=list(r["views"]), seconds=float(r["seconds"]))

@@ -8,6 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
 from ..engine import ExperimentResult
 from ..jsonio import dump_json, json_default
 from .html import write_report
@@ -36,10 +39,7 @@ def write_outputs(result: ExperimentResult, run_dir: Path, timing: dict[str, flo
     return results
 
 
-def print_summary(results: dict[str, Any], console=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
+def print_summary(results: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console(width=max(140, Console().width))
     header, rows = summary_rows(results)
     pop = results["dataset"]["population"]

@@ -34,7 +34,7 @@ from sim.flower_app.records import (
     Closed,
     DeliverReply,
     DeliverRequest,
-    Outcome,
+    EnvelopeOutcome,
     StartReply,
     StartRequest,
     close_request,
@@ -108,7 +108,7 @@ class FlowerRuntime(Runtime):
         self._parties: set[str] = set()
         self._registry: dict[str, str] = {}  # party -> registry still to hand over with its first batch
         self._views: dict[str, list[bytes]] = {}
-        self._prefetched: dict[str, deque[tuple[bytes, str, Outcome]]] = {}
+        self._prefetched: dict[str, deque[tuple[bytes, str, EnvelopeOutcome]]] = {}
         self._shadow: deque[_Returned] = deque()
         self._calls = 0
         self._closed = False
@@ -226,7 +226,7 @@ class FlowerRuntime(Runtime):
             links.append(party_link(nxt.producer))
         return batch, links
 
-    def _result(self, party: str, outcome: Outcome) -> list[bytes]:
+    def _result(self, party: str, outcome: EnvelopeOutcome) -> list[bytes]:
         if outcome.code:
             raise ProtocolError(
                 ErrorCode(outcome.code), outcome.detail, sender=outcome.sender or None, charged_to=outcome.charged_to or None
