@@ -143,3 +143,46 @@ class UserAttributes:
             gender=np.where(keep, self.gender, -1),
             age_group=np.where(keep, self.age_group, -1),
         )
+
+
+@dataclass(frozen=True)
+class Ratings:
+    """Explicit ratings as parallel arrays: user ids, item ids (local to the holder's domain),
+    rating values (float32)."""
+
+    users: np.ndarray
+    items: np.ndarray
+    values: np.ndarray
+
+    def __post_init__(self) -> None:
+        if not (self.users.shape == self.items.shape == self.values.shape) or self.users.ndim != 1:
+            raise ValueError(
+                f"users, items, values must be 1-d and equally long, got {self.users.shape}, {self.items.shape}, {self.values.shape}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.users.shape[0])
+
+    def select(self, rows: np.ndarray) -> Ratings:
+        """The ratings at `rows` (a boolean mask or indices)."""
+        return Ratings(self.users[rows], self.items[rows], self.values[rows])
+
+    def of_users(self, users: np.ndarray) -> Ratings:
+        """The ratings of the given users."""
+        return self.select(np.isin(self.users, users))
+
+    def per_user(self, n_users: int) -> np.ndarray:
+        """How many ratings each user has."""
+        return np.bincount(self.users, minlength=n_users)
+
+
+@dataclass(frozen=True)
+class RatingData:
+    """Explicit-feedback data of one domain, split into training, validation and test ratings.
+    Validation ratings are for model selection only; test ratings are read only to report."""
+
+    n_users: int
+    n_items: int
+    train: Ratings
+    valid: Ratings
+    test: Ratings

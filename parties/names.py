@@ -23,3 +23,17 @@ DEFENSES = ("none", "ldp", "ldp-items", "blurme", "blurme-server")
 # flips the attribute in x_u|trans instead of removing it. Five updates at 1e-2 keep it near
 # its best response (README, "PrivNet results").
 ADVERSARY_PRESETS = {"paper": {"steps": 1, "lr": None}, "strong": {"steps": 5, "lr": 1e-2}}
+
+# adversarial-bpr: the source's BPR-MF user vectors, trained against attribute readouts
+ADVERSARIAL_USER_VECTORS = "adversarial_user_vectors"
+
+# membership: the top-k recommendation lists a recommender service serves a requester
+RECOMMENDATION_LISTS = "recommendation_lists"
+
+# pfcdr: user prototypes distilled by model inversion (EMCDR's variant sends USER_EMBEDDINGS)
+USER_PROTOTYPES = "user_prototypes"
+
+# privacy-budget: the ratings each user reveals to the server, and (the curious server's own
+# instrument) the user embeddings it learned from them
+REVEALED_RATINGS = "revealed_ratings"
+SERVER_USER_EMBEDDINGS = "server_user_embeddings"

@@ -95,8 +95,10 @@ def party_specs(config: RunConfig, scenario: Scenario, variant: Variant, seed: i
 
 
 def group_utility(scenario: Scenario, per_user: dict[str, np.ndarray], w: World) -> dict[str, dict[str, float]]:
-    """Mean of each per-user utility figure over each of the scenario's user groups (the
-    evaluated users of the group; a group with none is left out)."""
+    """Utility over each of the scenario's user groups (a group with no evaluated user is left
+    out). Ranking: the mean of each per-user figure. Rating: the report has one row per test
+    rating (`users`, `abs_error`, `squared_error`), so a group's MAE and RMSE are pooled over
+    its ratings."""
     groups = scenario.utility.groups
     if groups is None or "users" not in per_user:
         return {}
@@ -104,7 +106,15 @@ def group_utility(scenario: Scenario, per_user: dict[str, np.ndarray], w: World)
     out = {}
     for name, members in groups.assign(w).items():
         rows = np.isin(users, members)
-        if rows.any():
+        if not rows.any():
+            continue
+        if scenario.utility.kind == "rating":
+            out[name] = {
+                "MAE": float(np.mean(per_user["abs_error"][rows])),
+                "RMSE": float(np.sqrt(np.mean(per_user["squared_error"][rows]))),
+                "ratings": float(rows.sum()),
+            }
+        else:
             out[name] = {k: float(np.mean(v[rows])) for k, v in per_user.items() if k != "users"}
     return out
 

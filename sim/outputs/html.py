@@ -134,7 +134,7 @@ runtime {e(results["runtime"])} · seeds {results["seeds"]} · status {e(results
 <p class="note">Leakage: attackers train on public users and are scored on private users; <i>worst</i> is the release (of every one
 the party received) and attacker chosen by cross-validation on public users, <i>final</i> the release the run ended with.
 <i>rcv</i> = curious receiver (the receiving party), <i>wire</i> = eavesdropper on the transport. ± is the 95% CI over seeds;
-Δ columns are paired differences to the reference variant ({e(str(scen.get("reference_variant")))}), * where the 95% CI excludes zero.</p>
+Δ columns are paired differences to each variant's reference variant (default {e(str(scen.get("reference_variant")))}), * where the 95% CI excludes zero.</p>
 {_table(header, rows)}
 {_img(tradeoff_png([(scen["name"], results)]), "privacy-utility trade-off")}
 {_img(curves_png(results), "per-release leakage")}

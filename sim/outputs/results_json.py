@@ -138,6 +138,7 @@ def _figure(path: tuple[str, ...]) -> bool:
 
 
 def variant_summary(runs: list[TaskResult], reference: list[TaskResult] | None, scenario: Scenario) -> dict[str, Any]:
+    """One variant over seeds; `reference` is its reference variant's runs (None: none ran)."""
     first = runs[0]
     summary: dict[str, Any] = {
         "name": first.variant.name,
@@ -151,7 +152,7 @@ def variant_summary(runs: list[TaskResult], reference: list[TaskResult] | None, 
             t: [bool(r.attacks[t].get(a.name, {}).get("decoded")) for r in runs] for t in first.attacks for a in scenario.attacks[:1]
         },
     }
-    if reference is not None and first.variant.name != scenario.reference:
+    if reference is not None and first.variant.name != reference[0].variant.name:
         by_seed = {r.seed: r for r in reference}
         mine = [r for r in runs if r.seed in by_seed]
         theirs = [by_seed[r.seed] for r in mine]
@@ -176,7 +177,11 @@ def results_dict(result: ExperimentResult, timing: dict[str, float] | None = Non
     groups: dict[str, list[TaskResult]] = {}
     for run in result.runs:
         groups.setdefault(run.variant.name, []).append(run)
-    reference = groups.get(scenario.reference) if scenario.reference else None
+
+    def reference_runs(runs: list[TaskResult]) -> list[TaskResult] | None:
+        name = scenario.reference_of(runs[0].variant)
+        return groups.get(name) if name else None
+
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -213,7 +218,7 @@ def results_dict(result: ExperimentResult, timing: dict[str, float] | None = Non
         "seeds": list(config.seeds),
         "quick": config.quick,
         "threat_models": THREAT_MODELS,
-        "variants": [variant_summary(runs, reference, scenario) for runs in groups.values()],
+        "variants": [variant_summary(runs, reference_runs(runs), scenario) for runs in groups.values()],
         "timing": timing or {},
     }
 

@@ -73,9 +73,11 @@ def summary_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     head = results["scenario"]["headline"]
     lead = leaks[0][1] if leaks else None
     reference = results["scenario"].get("reference_variant")
+    paired_any = any(v.get("paired") for v in variants)
     header = ["variant", *utility_keys, *(title for title, _ in leaks)]
-    if reference:
-        header += [f"Δ{head['utility']} vs {reference}", f"Δ{leaks[0][0]}" if leaks else "Δleak"]
+    if paired_any:
+        versus = f" vs {reference}" if reference else " vs reference"
+        header += [f"Δ{head['utility']}{versus}", f"Δ{leaks[0][0]}" if leaks else "Δleak"]
     rows = []
     for v in variants:
         row = [v["name"], *(fmt(v["utility"].get(k)) for k in utility_keys), *(fmt(dig(v["leakage"], *path)) for _, path in leaks)]

@@ -256,7 +256,7 @@ class Scenario(ABC):
     receiver: str = "target"  # the curious receiver: the party whose received artifacts are attacked
     options: tuple[Option, ...] = ()
     grid: Grid = Grid()
-    reference: str | None = None  # the variant paired differences are taken against
+    reference: str | None = None  # the variant paired differences are taken against (see reference_of)
     utility: RankingUtility | RatingUtility = RankingUtility()
     attacks: tuple[Attack, ...] = ()
     # Artifact kinds the eavesdroppers keep (None = all): per-step training traffic is still
@@ -267,6 +267,12 @@ class Scenario(ABC):
 
     def variants(self, quick: bool = False, grid: Mapping[str, Sequence[Any]] | None = None) -> list[Variant]:
         return self.grid.variants(grid)
+
+    def reference_of(self, variant: Variant) -> str | None:
+        """The variant `variant` is compared with, seed by seed (paired differences, ratios such
+        as ΔMAE). One reference for all by default; a grid may pair each point with its own
+        (e.g. each model with itself at the full privacy budget)."""
+        return self.reference
 
     def party_names(self, options: Mapping[str, Any]) -> tuple[str, ...]:
         """The parties of one run (a scenario may size them by an option, e.g. clients=N)."""

@@ -37,7 +37,7 @@ import pandas as pd
 
 from models.data import NO_ITEM, RankingData, RatingLog, UserAttributes
 
-from .datasets import Dataset, DatasetError, order_by_user_time_item
+from ..datasets import Dataset, DatasetError, order_by_user_time_item
 
 DEFAULT_SOURCE_GENRES = ("Comedy", "Romance", "Drama", "Musical", "Children's", "Animation")
 DEFAULT_TARGET_GENRES = (
@@ -392,15 +392,3 @@ def split_table(split: DomainSplit) -> pd.DataFrame:
     """The per-domain counts of `split.description` as a small table (for reports)."""
     rows = {name: split.description[name] for name in ("source", "target")}
     return pd.DataFrame(rows).T
-
-
-__all__ = [
-    "DEFAULT_SOURCE_GENRES",
-    "DEFAULT_TARGET_GENRES",
-    "DomainSplit",
-    "SplitError",
-    "leave_one_out",
-    "public_users",
-    "split_domains",
-    "split_table",
-]
