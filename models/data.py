@@ -119,17 +119,22 @@ class UserAttributes:
     """Private attributes a party may hold. Label -1 means 'unknown to this holder'.
 
     `gender`: 0 = male, 1 = female. `age_group`: 0 = under 35, 1 = 35-45, 2 = over 45
-    (PrivNet's groups).
+    (PrivNet's groups). `age_bracket` (when known): the 7 MovieLens-1M brackets <18, 18-24,
+    25-34, 35-44, 45-49, 50-55, 56+ (the privacy-adversarial BPR paper's age attribute).
     """
 
     gender: np.ndarray
     age_group: np.ndarray
+    age_bracket: np.ndarray | None = None
 
     NAMES = ("gender", "age_group")
-    N_CLASSES = {"gender": 2, "age_group": 3}
+    N_CLASSES = {"gender": 2, "age_group": 3, "age_bracket": 7}
 
     def as_dict(self) -> dict[str, np.ndarray]:
-        return {"gender": self.gender, "age_group": self.age_group}
+        out = {"gender": self.gender, "age_group": self.age_group}
+        if self.age_bracket is not None:
+            out["age_bracket"] = self.age_bracket
+        return out
 
     def known(self) -> np.ndarray:
         """Users whose attributes this holder knows."""
@@ -139,10 +144,11 @@ class UserAttributes:
         """A copy in which only `users` keep their labels (the public users)."""
         keep = np.zeros(self.gender.shape[0], dtype=bool)
         keep[users] = True
-        return UserAttributes(
-            gender=np.where(keep, self.gender, -1),
-            age_group=np.where(keep, self.age_group, -1),
-        )
+
+        def only(values: np.ndarray | None) -> np.ndarray | None:
+            return None if values is None else np.where(keep, values, -1)
+
+        return UserAttributes(gender=only(self.gender), age_group=only(self.age_group), age_bracket=only(self.age_bracket))
 
 
 @dataclass(frozen=True)

@@ -35,14 +35,21 @@ from .world import World
 ATTRIBUTES = UserAttributes.NAMES
 
 
-def releases_of(capture: Eavesdropper, kinds: tuple[str, ...], field: str, n_users: int) -> dict[str, np.ndarray]:
-    """Every complete artifact of one of `kinds` in the capture, in the order it arrived, as a
-    dense [n_users, f] matrix of its `field` (zeros for users it did not cover)."""
+def releases_of(capture: Eavesdropper, attack: AttributeAttack | ReconstructionAttack, world: World) -> dict[str, np.ndarray]:
+    """Every complete artifact of one of the attack's kinds in the capture, in the order it
+    arrived, as a dense [n_users, f] matrix: the attack's `features` of it, or by default its
+    `field` rows (zeros for users it did not cover)."""
     out = {}
+    n_users = world.dataset.n_users
     for name, artifact in capture.artifacts().items():
-        if artifact.kind not in kinds or not artifact.complete or field not in artifact.arrays:
+        if artifact.kind not in attack.kinds or not artifact.complete:
             continue
-        values = artifact.arrays[field].reshape(artifact.user_ids.shape[0], -1).astype(np.float32)
+        if attack.features is not None:
+            out[name] = np.asarray(attack.features(artifact, world), dtype=np.float32)
+            continue
+        if attack.field not in artifact.arrays:
+            continue
+        values = artifact.arrays[attack.field].reshape(artifact.user_ids.shape[0], -1).astype(np.float32)
         dense = np.zeros((n_users, values.shape[1]), dtype=np.float32)
         dense[artifact.user_ids] = values
         out[name] = dense
@@ -64,17 +71,19 @@ def attribute_attack(attack: AttributeAttack, releases: dict[str, np.ndarray], w
     decoded = bool(releases)
     final = releases.get(attack.final)
     out: dict[str, Any] = {"decoded": decoded, "releases": list(releases), "final_release": attack.final if final is not None else None}
+    battery = {} if attack.attackers is None else {"attackers": attack.attackers}
     for name in attack.attributes:
         y = labels[name]
         if not decoded:
             empty = np.zeros((world.dataset.n_users, 0), dtype=np.float32)
-            result = attribute_inference(empty[pub], y[pub], empty[priv], y[priv], seed=seed).to_dict()
+            result = attribute_inference(empty[pub], y[pub], empty[priv], y[priv], seed=seed, **battery).to_dict()
             out[name] = {"final": result, "worst_case": {**result, "release": None}}
             continue
-        over = attribute_inference_over_releases({r: (x[pub], x[priv]) for r, x in releases.items()}, y[pub], y[priv], seed=seed).to_dict()
+        over = attribute_inference_over_releases({r: (x[pub], x[priv]) for r, x in releases.items()}, y[pub], y[priv], seed=seed, **battery)
+        over = over.to_dict()
         block = {"worst_case": over.pop("worst_case"), **over}
         if final is not None and len(releases) > 1:
-            block["final"] = attribute_inference(final[pub], y[pub], final[priv], y[priv], seed=seed).to_dict()
+            block["final"] = attribute_inference(final[pub], y[pub], final[priv], y[priv], seed=seed, **battery).to_dict()
         elif final is not None:
             block["final"] = {k: v for k, v in block["worst_case"].items() if k != "release"}
         out[name] = block
@@ -124,7 +133,7 @@ def evaluate_attacks(scenario: Scenario, captures: dict[str, Eavesdropper], worl
             if isinstance(attack, MembershipAttack):
                 out[threat][attack.name] = membership(attack, capture, world, seed=seed)
                 continue
-            releases = releases_of(capture, attack.kinds, attack.field, world.dataset.n_users)
+            releases = releases_of(capture, attack, world)
             key = (attack.name, _digest(releases))
             if key not in done:
                 if isinstance(attack, AttributeAttack):

@@ -83,6 +83,7 @@ class Dataset:
         return UserAttributes(
             gender=self.users["gender"].to_numpy(np.int64),
             age_group=self.users["age_group"].to_numpy(np.int64),
+            age_bracket=age_bracket_of(self.users["age"].to_numpy()),
         )
 
     def fingerprint(self) -> str:
@@ -129,6 +130,12 @@ def _canonical_bytes(values: np.ndarray, name: str) -> bytes:
         else:
             parts.append(str(v))
     return head + b"s" + "\x1f".join(parts).encode("utf-8")
+
+
+def age_bracket_of(age: pd.Series | np.ndarray) -> np.ndarray:
+    """MovieLens-1M's 7 brackets from exact ages (or from ML-1M's own codes, the brackets'
+    lower bounds): <18, 18-24, 25-34, 35-44, 45-49, 50-55, 56+ -> 0..6."""
+    return np.searchsorted(np.array([18, 25, 35, 45, 50, 56]), np.asarray(age), side="right").astype(np.int64)
 
 
 def age_group_of(age: pd.Series | np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # declarations stay cheap to import (`--list` answers at once)
+    from attacks.artifact import Artifact
     from parties.base import ChannelConfig, Party
     from protocol import Message
 
@@ -198,6 +199,10 @@ class AttributeAttack:
     field: str
     final: str
     attributes: tuple[str, ...] = ("gender", "age_group")
+    # Attacker families (attacks.attackers; None: the default battery), and how a release
+    # becomes per-user features (None: the `field` rows of its users).
+    attackers: tuple[str, ...] | None = None
+    features: Callable[[Artifact, World], np.ndarray] | None = None
     name: str = "attribute"
 
 
@@ -220,6 +225,7 @@ class ReconstructionAttack:
     field: str
     final: str
     secret: Callable[[World, int], np.ndarray]
+    features: Callable[[Artifact, World], np.ndarray] | None = None
     name: str = "reconstruction"
 
 
