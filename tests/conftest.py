@@ -12,15 +12,6 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
-def run_inline(config, out_dir=None):
-    """Every task of `config` through the engine on its executor (in this process unless
-    --jobs); captures are written under `out_dir` when given."""
-    from sim.engine import run_experiment
-    from sim.executors import make_executor
-
-    return run_experiment(config, make_executor(config), out_dir=out_dir)
-
-
 @pytest.fixture
 def synthetic_config(tmp_path):
     """A small, fast run on synthetic data with strong planted attribute signal."""

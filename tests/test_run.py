@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import run_inline
+from run_helpers import run_inline
 
 from sim.cli import main
 from sim.config import ConfigError

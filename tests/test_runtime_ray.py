@@ -27,8 +27,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import ray
-from conftest import run_inline
 from ray.exceptions import RayActorError
+from run_helpers import run_inline
 
 from attacks.tap import Eavesdropper
 from parties.base import COORDINATOR, DEFAULT_CHUNK_BYTES

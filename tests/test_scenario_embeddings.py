@@ -1,7 +1,7 @@
 """The `embeddings` scenario on MovieLens-100K, and what each threat model learns from it."""
 
 import pytest
-from conftest import run_inline
+from run_helpers import run_inline
 
 from sim.config import RunConfig
 

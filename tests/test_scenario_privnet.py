@@ -5,7 +5,7 @@ from functools import lru_cache
 
 import numpy as np
 import pytest
-from conftest import run_inline
+from run_helpers import run_inline
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
