@@ -42,6 +42,9 @@ from sim.runtimes.ray import EAVESDROPPER, RayRuntime, describe_step, session_pr
 from sim.scenarios import get_scenario
 from sim.world import world
 
+# Every test here is slow: the module's 3-node cluster starts for the first one, whichever it is.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 PLACEMENT = {"source": "party_source", "target": "party_target", EAVESDROPPER: "coordinator"}
 # Transcript fields an eavesdropper reads off the secure channel (everything but the digest).
@@ -131,7 +134,6 @@ def _drive(runtime, config, variant_name="transfer", steps=None):
 
 
 # --------------------------------------------------------------------------- the engine, end to end
-@pytest.mark.slow
 def test_embeddings_on_two_nodes_equals_inproc(cluster, synthetic_config, tmp_path):
     inproc = run_inline(synthetic_config(torch_threads=1), out_dir=tmp_path / "inproc")
     config = synthetic_config(runtime="ray", ray_address=cluster.address, placement=dict(PLACEMENT), torch_threads=1)
@@ -217,7 +219,6 @@ def test_protocol_errors_come_back_as_the_same_protocol_error(shared, synthetic_
     shared.stop()
 
 
-@pytest.mark.slow
 def test_secure_channel_on_cluster_matches_inproc_headers_and_sizes(cluster, shared, synthetic_config):
     config = synthetic_config(channel="secure")
     a_outcome, a_lines, _, a_receiver = _drive(InprocRuntime(), config)
@@ -236,7 +237,6 @@ def test_secure_channel_on_cluster_matches_inproc_headers_and_sizes(cluster, sha
     np.testing.assert_array_equal(b_art.user_ids, a_art.user_ids)
 
 
-@pytest.mark.slow
 def test_artifacts_stay_in_bounded_chunks_through_ray(shared, synthetic_config):
     config = synthetic_config()
     n_users = world(config.run_dict(0)).split.source.n_users
@@ -289,7 +289,6 @@ def test_party_that_fails_to_build_names_party_and_start(cluster, synthetic_conf
     runtime.close()
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_removed_node_gives_run_error(cluster, synthetic_config):
     doomed = cluster.cluster.add_node(num_cpus=1, resources={"party_doomed": 1})
@@ -420,7 +419,6 @@ LOCAL_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
 def test_local_mode_start_close_leaves_nothing_behind(synthetic_config):
     config = synthetic_config()
     script = LOCAL_SCRIPT.format(root=str(ROOT), config=json.dumps(config.to_json()))
