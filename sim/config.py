@@ -49,6 +49,8 @@ class RunConfig:
     def validate(self) -> Scenario:
         """Every check that needs no data; returns the scenario. Raises ConfigError."""
         scenario = get_scenario(self.scenario)  # raises with the list of valid names
+        if scenario.population is not None:  # e.g. a single-domain scenario: the "overlap" rule does not apply
+            self.population = scenario.population
         _choice("dataset", self.dataset, DATASETS)
         _choice("split", self.split, SPLITS)
         _choice("runtime", self.runtime, RUNTIMES)

@@ -38,21 +38,30 @@ ATTRIBUTES = UserAttributes.NAMES
 def releases_of(capture: Eavesdropper, attack: AttributeAttack | ReconstructionAttack, world: World) -> dict[str, np.ndarray]:
     """Every complete artifact of one of the attack's kinds in the capture, in the order it
     arrived, as a dense [n_users, f] matrix: the attack's `features` of it, or by default its
-    `field` rows (zeros for users it did not cover)."""
+    `field` rows (zeros for users it did not cover). Artifacts of one name and round from
+    several senders (e.g. many user clients, each sending its own users' rows) are shards of
+    one release: their users' rows are merged into the first shard's matrix."""
     out = {}
+    shards: dict[tuple[str, int], tuple[str, set[str]]] = {}  # (name, round) -> (release, its senders)
     n_users = world.dataset.n_users
     for name, artifact in capture.artifacts().items():
         if artifact.kind not in attack.kinds or not artifact.complete:
             continue
         if attack.features is not None:
-            out[name] = np.asarray(attack.features(artifact, world), dtype=np.float32)
+            dense = np.asarray(attack.features(artifact, world), dtype=np.float32)
+        elif attack.field in artifact.arrays:
+            values = artifact.arrays[attack.field].reshape(artifact.user_ids.shape[0], -1).astype(np.float32)
+            dense = np.zeros((n_users, values.shape[1]), dtype=np.float32)
+            dense[artifact.user_ids] = values
+        else:
             continue
-        if attack.field not in artifact.arrays:
-            continue
-        values = artifact.arrays[attack.field].reshape(artifact.user_ids.shape[0], -1).astype(np.float32)
-        dense = np.zeros((n_users, values.shape[1]), dtype=np.float32)
-        dense[artifact.user_ids] = values
-        out[name] = dense
+        release, senders = shards.setdefault((str(artifact.meta.get("artifact", name)), artifact.round), (name, set()))
+        if senders and artifact.sender not in senders:
+            rows = np.unique(artifact.user_ids)
+            out[release][rows] = dense[rows]
+        else:
+            out[name] = dense
+        senders.add(artifact.sender)
     return out
 
 

@@ -260,6 +260,7 @@ class Scenario(ABC):
     paper: str = ""
     parties: tuple[str, ...] = ("source", "target")
     receiver: str = "target"  # the curious receiver: the party whose received artifacts are attacked
+    population: str | None = None  # the run's users when the scenario fixes them (one domain: "all"); None: --population
     options: tuple[Option, ...] = ()
     grid: Grid = Grid()
     reference: str | None = None  # the variant paired differences are taken against (see reference_of)
