@@ -29,7 +29,21 @@ _SIMPLE = {20: False, 21: True, 22: None}  # the only simple values of the data 
 
 
 def dumps(obj: Any) -> bytes:
-    """Canonical CBOR (RFC 7049 §3.9 as implemented by cbor2 canonical=True)."""
+    """Canonical CBOR (RFC 7049 §3.9 as implemented by cbor2 canonical=True).
+
+    Fast path: a map or array of the data model whose maps already list their keys in
+    canonical order (as `normalize_meta` and the header builders make them) and that holds no
+    float encodes to the same bytes with cbor2's plain encoder, which keeps the key order and
+    writes every integer and length in shortest form. Anything else (floats, whose shortest
+    form only the canonical encoder writes) goes through canonical=True.
+    """
+    kind = type(obj)
+    if kind is list or kind is dict:
+        try:
+            if not _in_model(obj, 0, set()):
+                return cbor2.dumps(obj)
+        except _Slow:
+            pass
     return cbor2.dumps(obj, canonical=True)
 
 
@@ -42,6 +56,9 @@ def loads(data: bytes | bytearray | memoryview, *, what: str = "header") -> Any:
     (MALFORMED_HEADER).
     """
     raw = bytes(data)
+    fast = _fast_loads(raw)
+    if fast is not _SLOW:
+        return fast
     decoder = _Decoder(raw, what)
     obj = decoder.item(0)
     if decoder.pos != len(raw):
@@ -60,6 +77,107 @@ def loads(data: bytes | bytearray | memoryview, *, what: str = "header") -> Any:
             "lengths and nothing after the map",
         )
     return obj
+
+
+class _Slow(Exception):
+    """A value the fast paths do not handle; the general (strict or canonical) code does."""
+
+
+_SLOW = object()
+
+
+_SCALARS = frozenset({str, bytes, bool, type(None)})
+
+
+def _text_order(key: str) -> int:
+    """Length of a key's UTF-8 encoding. Canonical order sorts text keys by the length of their
+    encoding, then bytewise: the CBOR head grows with the UTF-8 length, and UTF-8 sorts
+    bytewise as code points do, so (UTF-8 length, str) gives the same order."""
+    return len(key) if key.isascii() else len(key.encode("utf-8"))
+
+
+def canonical_order(mapping: dict[str, Any]) -> dict[str, Any]:
+    """The same map with its (text) keys in canonical order, so that `dumps` takes its fast path."""
+    return {key: mapping[key] for key in sorted(mapping, key=lambda k: (_text_order(k), k))}
+
+
+def _fast_loads(raw: bytes) -> Any:
+    """What the strict decoder returns for `raw` when `raw` passes every check, else _SLOW.
+
+    cbor2's C decoder reads the item (it allocates nothing from a claimed length it cannot
+    back with bytes, and bounds nesting); then the value must lie in the data model with the
+    levels of §3.1, no container reached twice (tags 28/29 share values), every map's keys in
+    canonical order (so no duplicate), and its canonical encoding must be `raw` itself. Such
+    bytes are exactly the canonical encoding of a data-model value, which the strict decoder
+    accepts and decodes to the same value; anything else goes to the strict decoder, which
+    finds the error and its code in the order §3.1 states.
+    """
+    try:
+        value = cbor2.loads(raw)
+        kind = type(value)
+        if kind is list or kind is dict:
+            has_float = _in_model(value, 0, set())
+        elif kind in _SCALARS or kind is float or (kind is int and _INT_MIN <= value <= U64_MAX):
+            has_float = kind is float
+        else:
+            return _SLOW
+        again = cbor2.dumps(value, canonical=True) if has_float else cbor2.dumps(value)
+    except Exception:  # any decoding problem or a value outside the model: the strict path
+        return _SLOW
+    return value if again == raw else _SLOW
+
+
+def _in_model(value: Any, level: int, seen: set[int]) -> bool:
+    """Raise _Slow unless the container `value` (an item at `level`) holds only the data model
+    with canonical map key order; True when it holds a float (the plain encoder writes floats
+    in full width, so the canonical encoder then checks their form). Kept in one loop: it runs
+    for every header a party encodes or decodes."""
+    if id(value) in seen:
+        raise _Slow
+    seen.add(id(value))
+    child = level + 1
+    has_float = False
+    if type(value) is dict:
+        if value and child > CBOR_MAX_DEPTH:
+            raise _Slow
+        previous_length, previous = -1, ""
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _Slow
+            # _text_order, inlined
+            length = len(key) if key.isascii() else len(key.encode("utf-8"))
+            if length < previous_length or (length == previous_length and key <= previous):
+                raise _Slow
+            previous_length, previous = length, key
+            kind = type(item)
+            if kind in _SCALARS:
+                continue
+            if kind is int:
+                if not _INT_MIN <= item <= U64_MAX:
+                    raise _Slow
+            elif kind is float:
+                has_float = True
+            elif kind is list or kind is dict:
+                has_float = _in_model(item, child, seen) or has_float
+            else:
+                raise _Slow
+        return has_float
+    if value and child > CBOR_MAX_DEPTH:
+        raise _Slow
+    for item in value:
+        kind = type(item)
+        if kind in _SCALARS:
+            continue
+        if kind is int:
+            if not _INT_MIN <= item <= U64_MAX:
+                raise _Slow
+        elif kind is float:
+            has_float = True
+        elif kind is list or kind is dict:
+            has_float = _in_model(item, child, seen) or has_float
+        else:
+            raise _Slow
+    return has_float
 
 
 class _Decoder:
@@ -168,7 +286,26 @@ def normalize_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
         return {}
     if not isinstance(meta, Mapping):
         raise ProtocolError(ErrorCode.MALFORMED_HEADER, f"meta must be a mapping, got {type(meta).__name__}")
-    return _normalize(meta, 0, "meta")
+    flat = _flat_meta(meta)
+    return flat if flat is not None else _normalize(meta, 0, "meta")
+
+
+def _flat_meta(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The common case, fast: a map of text keys to None, bools, ints in range, floats and
+    text (each valid Unicode); its copy in canonical key order. None: `_normalize` decides."""
+    for key, value in meta.items():
+        if type(key) is not str or not key.isascii():
+            return None
+        kind = type(value)
+        if kind is str:
+            if not value.isascii():
+                return None
+        elif kind is int:
+            if not _INT_MIN <= value <= U64_MAX:
+                return None
+        elif not (kind is float or kind is bool or value is None):
+            return None
+    return canonical_order(dict(meta))
 
 
 def _normalize(value: Any, depth: int, path: str) -> Any:
@@ -203,7 +340,7 @@ def _normalize(value: Any, depth: int, path: str) -> Any:
             if not isinstance(key, str):
                 raise ProtocolError(ErrorCode.MALFORMED_HEADER, f"{path}: meta keys must be str, got {type(key).__name__} {key!r}")
             out[_normalize(key, depth, path)] = _normalize(item, depth + 1, f"{path}.{key}")
-        return out
+        return canonical_order(out)
     if isinstance(value, (list, tuple)):
         return [_normalize(item, depth + 1, f"{path}[{i}]") for i, item in enumerate(value)]
     raise ProtocolError(

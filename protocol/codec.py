@@ -32,6 +32,9 @@ from .wire import (
 
 _FIELD_TYPES = dict(HEADER_FIELDS)
 _DEFAULT_LIMITS = Limits()
+_SORTED_FIELDS = {"plaintext": tuple(sorted(PLAINTEXT_FIELDS)), "secure": tuple(sorted(SECURE_FIELDS))}
+_PLAINTEXT_ORDER = tuple(cbor.canonical_order(dict.fromkeys(PLAINTEXT_FIELDS)))
+_SECURE_ORDER = tuple(cbor.canonical_order(dict.fromkeys(SECURE_FIELDS)))
 
 
 @dataclass(frozen=True)
@@ -140,14 +143,14 @@ def _check_header(header: Any, flags: int, limits: Limits) -> None:
             f"message type {mtype[:64]!r} is unknown; v1 types: {', '.join(sorted(MESSAGE_TYPES))}",
         )
     expected = PLAINTEXT_FIELDS if suite == "plaintext" else SECURE_FIELDS
-    keys = set(header)
-    if keys != expected:
+    if header.keys() != expected:
+        keys = set(header)
         missing, extra = sorted(expected - keys), sorted(keys - expected)
         raise ProtocolError(
             ErrorCode.MALFORMED_HEADER,
             f"{suite} header fields wrong: missing {missing}, unexpected {[k[:64] for k in extra]}",
         )
-    for key in sorted(expected):
+    for key in _SORTED_FIELDS[suite]:
         _check_field(key, _FIELD_TYPES[key], header[key])
     if mtype in HANDSHAKE_TYPES and suite != "secure":
         raise ProtocolError(ErrorCode.MALFORMED_HEADER, f"{mtype} exists only in the secure suite")
@@ -162,33 +165,25 @@ def _check_header(header: Any, flags: int, limits: Limits) -> None:
 
 
 def _check_field(key: str, kind: str, value: Any) -> None:
-    ok: bool
-    if kind == "uint8":
-        ok = type(value) is int and 0 <= value <= 255
-    elif kind == "uint32":
-        ok = type(value) is int and 0 <= value <= U32_MAX
-    elif kind == "uint64":
-        ok = type(value) is int and 0 <= value <= U64_MAX
-    elif kind == "uint64?":
-        ok = value is None or (type(value) is int and 0 <= value <= U64_MAX)
-    elif kind == "tstr":
-        ok = type(value) is str
-    elif kind == "name":
-        ok = type(value) is str and 1 <= len(value) <= MAX_NAME_LEN
-    elif kind == "bstr16":
-        ok = type(value) is bytes and len(value) == SESSION_ID_LEN
-    elif kind == "manifest":
-        ok = type(value) is list  # entries are checked by manifest_entries
-    elif kind == "meta":
-        ok = type(value) is dict  # values were checked by the strict CBOR decoder
-    else:  # pragma: no cover - table and checker are defined together
-        raise AssertionError(kind)
-    if not ok:
+    if not _FIELD_CHECKS[kind](value):
         shown = repr(value)
         raise ProtocolError(
             ErrorCode.MALFORMED_HEADER,
             f"header field {key!r} must be {kind}, got {shown[:80]}",
         )
+
+
+_FIELD_CHECKS = {  # limits are read when called (they are module-level names)
+    "uint8": lambda v: type(v) is int and 0 <= v <= 255,
+    "uint32": lambda v: type(v) is int and 0 <= v <= U32_MAX,
+    "uint64": lambda v: type(v) is int and 0 <= v <= U64_MAX,
+    "uint64?": lambda v: v is None or (type(v) is int and 0 <= v <= U64_MAX),
+    "tstr": lambda v: type(v) is str,
+    "name": lambda v: type(v) is str and 1 <= len(v) <= MAX_NAME_LEN,
+    "bstr16": lambda v: type(v) is bytes and len(v) == SESSION_ID_LEN,
+    "manifest": lambda v: type(v) is list,  # entries are checked by manifest_entries
+    "meta": lambda v: type(v) is dict,  # values were checked by the strict CBOR decoder
+}
 
 
 # --------------------------------------------------------------------------- encoding
@@ -230,7 +225,7 @@ def make_header(
     manifest: list | None = None,
     meta: dict | None = None,
 ) -> dict[str, Any]:
-    header: dict[str, Any] = {
+    fields: dict[str, Any] = {
         "version": WIRE_VERSION,
         "suite": suite,
         "type": type,
@@ -244,9 +239,11 @@ def make_header(
         "body_length": body_length,
     }
     if suite == "plaintext":
-        header["manifest"] = manifest if manifest is not None else []
-        header["meta"] = meta if meta is not None else {}
-    return header
+        fields["manifest"] = manifest if manifest is not None else []
+        fields["meta"] = meta if meta is not None else {}
+        return {key: fields[key] for key in _PLAINTEXT_ORDER}
+    # In canonical key order already, so that cbor.dumps encodes it without sorting.
+    return {key: fields[key] for key in _SECURE_ORDER}
 
 
 def frame_prefix(header: dict[str, Any], flags: int) -> bytes:
@@ -340,7 +337,12 @@ def plaintext_body(frame: Frame, limits: Limits) -> tuple[Layout, dict]:
 
 def decode(data: bytes | bytearray | memoryview, *, limits: Limits = _DEFAULT_LIMITS) -> Message:
     """Parse and validate a plaintext envelope (stateless). Secure envelopes raise ENCRYPTED."""
-    frame = parse_frame(data, limits)
+    return decode_frame(parse_frame(data, limits), limits)
+
+
+def decode_frame(frame: Frame, limits: Limits = _DEFAULT_LIMITS) -> Message:
+    """`decode` of an envelope already parsed by `parse_frame` (with the same limits): one
+    parse for a reader that wants both the cleartext header and the message."""
     if frame.header["suite"] != "plaintext":
         raise ProtocolError(
             ErrorCode.ENCRYPTED,

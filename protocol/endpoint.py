@@ -17,7 +17,7 @@ from .errors import ErrorCode, ProtocolError
 from .handshake import SenderFault
 from .keys import Identity, Registry
 from .message import Message
-from .session import PeerState, RecvState, ReplayWindow, SendState, plaintext_session_id
+from .session import PeerState, RecvState, ReplayWindow, SendState, evolve, plaintext_session_id
 from .wire import HANDSHAKE_TYPES, SUITES, U32_MAX, U64_MAX, Limits
 
 __all__ = ["Endpoint", "PeerState", "ReplayWindow", "plaintext_session_id"]
@@ -81,7 +81,7 @@ class Endpoint:
             raise ValueError(f"endpoint {self.name!r} cannot send a message whose sender is {msg.sender!r}")
         peer = msg.receiver
         self._check_peer_name(peer)
-        prepared = secure.prepare_inner(msg, self.limits) if self.suite == "secure" else None
+        prepared = secure.prepare_inner(msg, self.limits, checked=True) if self.suite == "secure" else None
         if prepared is not None:
             self._check_send_size(prepared[1])
         state = self._peer(peer)
@@ -247,7 +247,7 @@ class Endpoint:
     def _seal_plaintext(self, state: PeerState, msg: Message) -> tuple[bytes, PeerState]:
         seq = state.send.seq + 1
         sealed = replace(msg, session_id=state.session_id, epoch=state.send.epoch, seq=seq, suite="plaintext")
-        return encode(sealed, limits=self.limits), replace(state, send=replace(state.send, seq=seq))
+        return encode(sealed, limits=self.limits), evolve(state, send=evolve(state.send, seq=seq))
 
     def _seal_secure(self, state: PeerState, msg: Message, prepared=None) -> tuple[bytes, PeerState]:
         send = state.send
@@ -255,7 +255,7 @@ class Endpoint:
         if seq > U64_MAX:  # pragma: no cover - 2^64 messages
             raise ProtocolError(ErrorCode.STALE, "sequence numbers exhausted; rekey")
         envelope = secure.seal(msg, session_id=state.session_id, epoch=send.epoch, seq=seq, key=send.key, iv=send.iv, prepared=prepared)
-        return envelope, replace(state, send=replace(send, seq=seq))
+        return envelope, evolve(state, send=evolve(send, seq=seq))
 
     def flush(self, state: PeerState) -> tuple[list[bytes], PeerState]:
         """Seal every queued message in order (rekey_every is not consulted: §7.6)."""
@@ -334,11 +334,11 @@ class Endpoint:
         self._check_window(recv, h["seq"], h["sender"])
         lay, arrays = plaintext_body(frame, self.limits)
         msg = message_from_frame(frame, lay, arrays, h["meta"], "plaintext")
-        recv = replace(recv, window=recv.window.accept(h["seq"]))
+        recv = evolve(recv, window=recv.window.accept(h["seq"]))
         if advance:
-            state = replace(state, recv_previous=state.recv, recv=recv)
+            state = evolve(state, recv_previous=state.recv, recv=recv)
         else:
-            state = replace(state, **{slot: recv})
+            state = evolve(state, **{slot: recv})
         return [msg], [], state
 
     def _open_secure(self, frame: Frame, state: PeerState) -> handshake.Outcome:
@@ -366,4 +366,4 @@ class Endpoint:
         except ProtocolError as exc:
             raise SenderFault(exc) from None
         msg = message_from_frame(frame, lay, arrays, meta, "secure")
-        return [msg], [], replace(state, **{slot: replace(recv, window=recv.window.accept(h["seq"]))})
+        return [msg], [], evolve(state, **{slot: evolve(recv, window=recv.window.accept(h["seq"]))})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from . import cbor
+from . import buffers, cbor
 from .codec import Frame, check_message, frame_prefix, make_header
 from .errors import ErrorCode, ProtocolError
 from .keys import Identity
@@ -64,8 +65,13 @@ def derive_traffic_keys(shared_secret: bytes, th2: bytes) -> TrafficKeys:
 
 def nonce(iv: bytes, seq: int, chunk: int) -> bytes:
     """iv XOR (u64be(seq) || u32be(chunk)): unique per (direction key, seq, chunk)."""
-    counter = seq.to_bytes(8, "big") + chunk.to_bytes(4, "big")
-    return bytes(a ^ b for a, b in zip(iv, counter))
+    return (int.from_bytes(iv, "big") ^ (seq << 32 | chunk)).to_bytes(AEAD_NONCE_LEN, "big")
+
+
+@lru_cache(maxsize=64)
+def _aead(key: bytes) -> ChaCha20Poly1305:
+    """The AEAD of one traffic key (its key schedule computed once, not per envelope)."""
+    return ChaCha20Poly1305(key)
 
 
 def x25519_shared(private: bytes, peer_public: bytes) -> bytes:
@@ -92,9 +98,13 @@ def th_next(previous: bytes, envelope: bytes) -> bytes:
 
 # --------------------------------------------------------------------------- application messages
 
+# From this plaintext size on, seal writes ciphertext straight into the envelope (below it a
+# join is as cheap and simpler).
+DIRECT_SEAL_BYTES = 64 * 1024
 
-def _chunks(segments: list[memoryview], total: int) -> Iterator[memoryview | bytes]:
-    """CHUNK_SIZE pieces of the concatenation of `segments`; zero-copy unless a piece straddles."""
+
+def _chunks(segments: list[memoryview], total: int) -> Iterator[list[memoryview]]:
+    """The pieces (views into `segments`) of each CHUNK_SIZE chunk of their concatenation."""
     seg_i, seg_off = 0, 0
     remaining = total
     while True:
@@ -110,10 +120,26 @@ def _chunks(segments: list[memoryview], total: int) -> Iterator[memoryview | byt
             need -= take
             if seg_off == len(seg):
                 seg_i, seg_off = seg_i + 1, 0
-        yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        yield pieces
         remaining -= want
         if remaining <= 0:
             return
+
+
+def _gathered(pieces: list[memoryview]) -> memoryview | bytes:
+    """One chunk's plaintext as one buffer: the piece itself, or the pieces copied into this
+    thread's scratch buffer (large chunks) or joined (small ones)."""
+    if len(pieces) == 1:
+        return pieces[0]
+    size = sum(len(p) for p in pieces)
+    if size < DIRECT_SEAL_BYTES:
+        return b"".join(pieces)
+    out = buffers.scratch(size)
+    pos = 0
+    for piece in pieces:
+        out[pos : pos + len(piece)] = piece
+        pos += len(piece)
+    return out
 
 
 def sealed_body_length(plain_length: int) -> int:
@@ -121,23 +147,24 @@ def sealed_body_length(plain_length: int) -> int:
     return plain_length + n * AEAD_TAG_LEN
 
 
-def prepare_inner(msg: Message, limits: Limits | None = None) -> tuple[list[memoryview], int, Layout]:
+def prepare_inner(msg: Message, limits: Limits | None = None, *, checked: bool = False) -> tuple[list[memoryview], int, Layout]:
     """Validate `msg` and return the plaintext of its secure body as buffers (not yet joined).
 
     Inner plaintext = canonical safetensors body || CBOR {manifest, meta} || u32be(len(CBOR)).
     The arrays come first so that, once decrypted, they sit 8-byte aligned at offset 0. With
     `limits`, an inner header the receiver would refuse (OVERSIZED) is refused here.
     """
-    check_message(msg)
-    lay, buffers = prepare_arrays(msg.arrays, limits)
-    inner = cbor.dumps({"manifest": lay.manifest(), "meta": cbor.normalize_meta(msg.meta)})
+    if not checked:  # the caller ran check_message already
+        check_message(msg)
+    lay, arrays = prepare_arrays(msg.arrays, limits)
+    inner = cbor.dumps({"meta": cbor.normalize_meta(msg.meta), "manifest": lay.manifest()})  # canonical key order
     if limits is not None and len(inner) > limits.max_header_bytes:
         raise ProtocolError(
             ErrorCode.OVERSIZED,
             f"the inner header (manifest and meta) would be {len(inner)} bytes, over Limits.max_header_bytes={limits.max_header_bytes}",
         )
     trailer = inner + INNER_TRAILER.pack(len(inner))
-    segments = [*buffers, memoryview(trailer)]
+    segments = [*arrays, memoryview(trailer)]
     return segments, lay.size + len(trailer), lay
 
 
@@ -163,13 +190,30 @@ def seal(msg: Message, *, session_id: bytes, epoch: int, seq: int, key: bytes, i
 
 
 def seal_frame(header: dict[str, Any], segments: list[memoryview], plain_length: int, *, key: bytes, iv: bytes) -> bytes:
-    """Frame `header` and encrypt the plaintext (given as buffers) in CHUNK_SIZE chunks."""
+    """Frame `header` and encrypt the plaintext (given as buffers) in CHUNK_SIZE chunks.
+
+    Small bodies: encrypt, then join with the prefix. From DIRECT_SEAL_BYTES on, each chunk's
+    ciphertext is written straight into the envelope (protocol.buffers): the plaintext is read
+    in place when a chunk lies in one buffer, else gathered once into a scratch buffer.
+    """
     prefix = frame_prefix(header, FLAG_ENCRYPTED_BODY)
-    aead = ChaCha20Poly1305(key)
+    aead = _aead(key)
     seq = header["seq"]
-    # Each chunk is encrypted straight from the array buffers; the only full copy is the join.
-    sealed = [aead.encrypt(nonce(iv, seq, i), chunk, prefix) for i, chunk in enumerate(_chunks(segments, plain_length))]
-    return b"".join([prefix, *sealed])
+    if plain_length < DIRECT_SEAL_BYTES and plain_length <= CHUNK_SIZE:  # one small chunk
+        plain = segments[0] if len(segments) == 1 else b"".join(segments)
+        return prefix + aead.encrypt(nonce(iv, seq, 0), plain, prefix)
+    chunks = _chunks(segments, plain_length)
+    n_chunks = max(1, -(-plain_length // CHUNK_SIZE))
+    envelope, out = buffers.fresh_bytes(len(prefix) + plain_length + n_chunks * AEAD_TAG_LEN)
+    with out:
+        out[: len(prefix)] = prefix
+        pos = len(prefix)
+        for i, pieces in enumerate(chunks):
+            plain = _gathered(pieces)
+            end = pos + len(plain) + AEAD_TAG_LEN
+            aead.encrypt_into(nonce(iv, seq, i), plain, prefix, out[pos:end])
+            pos = end
+    return buffers.finish(envelope)
 
 
 def open_body(frame: Frame, *, key: bytes, iv: bytes) -> bytearray:
@@ -185,7 +229,7 @@ def open_body(frame: Frame, *, key: bytes, iv: bytes) -> bytearray:
     out = memoryview(plain)
     aad = frame.aad
     seq = frame.header["seq"]
-    aead = ChaCha20Poly1305(key)
+    aead = _aead(key)
     try:
         for i in range(n_chunks):
             ct = body[i * step : min(total, (i + 1) * step)]

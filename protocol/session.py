@@ -8,11 +8,25 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import secure
 from .errors import ErrorCode
 from .message import Message
 from .wire import PLAINTEXT_SESSION_LABEL, REPLAY_WINDOW, SESSION_ID_LEN
+
+
+def evolve(record: Any, **changes: Any) -> Any:
+    """`dataclasses.replace` for the frozen records below, without running `__init__` again
+    (none of them validates anything there): per envelope it is the hot path of sealing and
+    opening."""
+    fields = record.__dataclass_fields__
+    for name in changes:
+        if name not in fields:
+            raise TypeError(f"{type(record).__name__} has no field {name!r}")
+    new = object.__new__(type(record))
+    new.__dict__.update(record.__dict__, **changes)
+    return new
 
 
 @dataclass(frozen=True)

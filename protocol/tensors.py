@@ -14,6 +14,7 @@ import json
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,13 @@ def check_array_name(name: Any, *, code: ErrorCode = ErrorCode.MALFORMED_HEADER)
 
 def layout(entries: list[ManifestEntry] | tuple[ManifestEntry, ...]) -> Layout:
     """The canonical layout of arrays described by (name, dtype, shape) entries (any order)."""
+    return _layout(tuple((name, dtype, tuple(shape)) for name, dtype, shape in entries), json_name)
+
+
+@lru_cache(maxsize=1024)
+def _layout(entries: tuple[ManifestEntry, ...], json_name: Any) -> Layout:
+    # A pure function of its arguments, so computed once per distinct manifest; the name
+    # writer is part of the key, so that a different one is never served a stale layout.
     ordered = tuple(sorted(entries, key=_sort_key))
     if not ordered:
         return Layout((), b"", (), 0)
@@ -126,6 +134,7 @@ def prepare_arrays(arrays: Mapping[str, Any], limits: Limits | None = None) -> t
     return lay, buffers
 
 
+@lru_cache(maxsize=64)
 def _dtype_name(dtype: np.dtype) -> str | None:
     if dtype.kind == "b" and dtype.itemsize == 1:
         return "bool"
