@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from protocol import Message
+from protocol import Message, codec
 from protocol import decode as protocol_decode
 from protocol import peek_header as protocol_peek_header
 
 from .artifact import Artifact
 from .capture_files import load_artifact, save_capture
-from .jsonable import json_safe
+from .folds import LatestRows
+from .tap_summary import summarize
 
 __all__ = ["ARTIFACT_TYPE", "Artifact", "Eavesdropper", "Intercept", "load_artifact"]
 
@@ -37,8 +38,6 @@ HeaderPeeker = Callable[[bytes], dict]
 
 ARTIFACT_TYPE = "artifact"
 RETAIN_FLUSH_BYTES = 64 * 1024 * 1024
-# Runs of the message order kept in summary(); a long training run alternates types thousands of times.
-MAX_ORDER_RUNS = 200
 
 
 def _error_text(exc: BaseException) -> str:
@@ -54,10 +53,6 @@ def _error_text(exc: BaseException) -> str:
 def _text(value: Any) -> str:
     """A header/message field as text (enum members by their value)."""
     return str(getattr(value, "value", value))
-
-
-def _reason(error: str) -> str:
-    return error.split(":", 1)[0]
 
 
 @dataclass
@@ -126,7 +121,7 @@ class Eavesdropper:
         self.keep_raw = keep_raw
         self.retain_kinds = None if retain_kinds is None else frozenset(retain_kinds)
         self.fold_kinds = frozenset(fold_kinds)
-        self._folds: dict[tuple[str, str, int], dict[int, dict[str, np.ndarray]]] = {}
+        self._folds: dict[tuple[str, str, int], LatestRows] = {}
         self._undecoded_bytes = 0
         # Another codec can be given (tests use a stand-in wire format).
         self._decode = decode or protocol_decode
@@ -172,15 +167,7 @@ class Eavesdropper:
             if rec.attempted:
                 continue
             rec.attempted = True
-            try:
-                rec.header = dict(self._peek(rec.raw))
-            except Exception as exc:  # garbage, truncated, or unknown wire version
-                rec.error = _error_text(exc)
-            else:
-                try:
-                    rec.message = self._decode(rec.raw)
-                except Exception as exc:  # ENCRYPTED on the secure suite, or malformed body
-                    rec.error = _error_text(exc)
+            self._read(rec)
             if self._fold(rec.message):
                 rec.message, rec.raw, rec.retained = None, b"", False
             if self.retain_kinds is not None and not self._retained(rec.message):
@@ -190,6 +177,32 @@ class Eavesdropper:
         self._pending = len(self._intercepts)
         self._undecoded_bytes = 0
 
+    def _read(self, rec: Intercept) -> None:
+        """The cleartext header of one intercept, then its message if the body decodes."""
+        if self._peek is codec.peek_header and self._decode is codec.decode:
+            # The protocol's own codec: parse the envelope once for both (peek_header and
+            # decode run the same framing and header checks).
+            try:
+                frame = codec.parse_frame(rec.raw)
+            except Exception as exc:  # garbage, truncated, or unknown wire version
+                rec.error = _error_text(exc)
+                return
+            rec.header = dict(frame.header)
+            try:
+                rec.message = codec.decode_frame(frame)
+            except Exception as exc:  # ENCRYPTED on the secure suite, or malformed body
+                rec.error = _error_text(exc)
+            return
+        try:
+            rec.header = dict(self._peek(rec.raw))
+        except Exception as exc:
+            rec.error = _error_text(exc)
+        else:
+            try:
+                rec.message = self._decode(rec.raw)
+            except Exception as exc:
+                rec.error = _error_text(exc)
+
     def _fold(self, msg: Any) -> bool:
         """Fold an artifact of a fold kind into its round's latest-row-per-user artifact."""
         if msg is None or _text(msg.type) != ARTIFACT_TYPE:
@@ -197,18 +210,14 @@ class Eavesdropper:
         kind = str(dict(msg.meta).get("kind", ""))
         if kind not in self.fold_kinds or "user_ids" not in msg.arrays:
             return False
-        rows = self._folds.setdefault((kind, _text(msg.sender), int(msg.round or 0)), {})
-        fields = {k: np.asarray(v) for k, v in msg.arrays.items() if k != "user_ids"}
-        for i, user in enumerate(np.asarray(msg.arrays["user_ids"]).tolist()):
-            rows[int(user)] = {k: v[i] for k, v in fields.items()}
+        rows = self._folds.setdefault((kind, _text(msg.sender), int(msg.round or 0)), LatestRows())
+        rows.add(msg.arrays["user_ids"], {k: v for k, v in msg.arrays.items() if k != "user_ids"})
         return True
 
     def _folded(self) -> dict[str, Artifact]:
         out = {}
         for (kind, sender, rnd), rows in self._folds.items():
-            users = np.array(sorted(rows), dtype=np.int64)
-            names = sorted(rows[int(users[0])]) if users.size else []
-            arrays = {k: np.stack([rows[int(u)][k] for u in users]) for k in names}
+            users, arrays = rows.latest()
             name = f"{kind}@{rnd}"
             meta = {"kind": kind, "artifact": name, "folded": "latest row of each user over the round's artifacts"}
             out[name] = Artifact(name=name, kind=kind, meta=meta, user_ids=users, arrays=arrays, sender=sender, round=rnd)
@@ -310,88 +319,7 @@ class Eavesdropper:
         """Counts and bytes (total, per type, per observation point, per flow), what could not
         be decoded and why, what the tap still learns from cleartext headers, the message order
         (run-length encoded), and the reassembled artifacts. JSON-able."""
-        recs = self.intercepts
-        artifacts = self.artifacts()
-        per_type: dict[str, dict] = {}
-        per_point: dict[str, dict] = {}
-        flows: dict[tuple[str, str], dict] = {}
-        suites: Counter[str] = Counter()
-        reasons: Counter[str] = Counter()
-        header_fields: set[str] = set()
-        undecoded_types: Counter[str] = Counter()
-        order: list[dict] = []
-        decoded = undecoded = 0
-        decoded_bytes = undecoded_bytes = 0
-        for rec in recs:
-            t = rec.type
-            entry = per_type.setdefault(t, {"count": 0, "bytes": 0, "decoded": 0, "min_size": rec.size, "max_size": rec.size})
-            entry["count"] += 1
-            entry["bytes"] += rec.size
-            entry["min_size"] = min(entry["min_size"], rec.size)
-            entry["max_size"] = max(entry["max_size"], rec.size)
-            pt = per_point.setdefault(rec.point, {"count": 0, "bytes": 0})
-            pt["count"] += 1
-            pt["bytes"] += rec.size
-            if rec.message is not None or not rec.retained:
-                decoded += 1
-                decoded_bytes += rec.size
-                entry["decoded"] += 1
-            else:
-                undecoded += 1
-                undecoded_bytes += rec.size
-                reasons[_reason(rec.error or "UNKNOWN")] += 1
-                undecoded_types[t] += 1
-            sender = receiver = "?"
-            if rec.header is not None:
-                header_fields.update(rec.header)
-                suites[_text(rec.header.get("suite", "?"))] += 1
-                sender, receiver = _text(rec.header.get("sender", "?")), _text(rec.header.get("receiver", "?"))
-            flow = flows.setdefault((sender, receiver), {"sender": sender, "receiver": receiver, "count": 0, "bytes": 0})
-            flow["count"] += 1
-            flow["bytes"] += rec.size
-            if order and (order[-1]["type"], order[-1]["sender"], order[-1]["receiver"]) == (t, sender, receiver):
-                order[-1]["count"] += 1
-                order[-1]["bytes"] += rec.size
-            else:
-                order.append({"type": t, "sender": sender, "receiver": receiver, "count": 1, "bytes": rec.size})
-        return json_safe(
-            {
-                "eavesdropper": self.name,
-                "intercepts": len(recs),
-                "bytes": sum(r.size for r in recs),
-                "decoded": {"count": decoded, "bytes": decoded_bytes},
-                "could_not_decode": {
-                    "count": undecoded,
-                    "bytes": undecoded_bytes,
-                    "reasons": dict(sorted(reasons.items())),
-                    "types": dict(sorted(undecoded_types.items())),
-                },
-                "still_learns": {
-                    "header_fields": sorted(header_fields),
-                    "suites": dict(sorted(suites.items())),
-                    "flows": list(flows.values()),
-                    "note": "sizes, cleartext header fields and message order are visible even when bodies are encrypted",
-                },
-                "per_type": dict(sorted(per_type.items())),
-                "per_point": dict(sorted(per_point.items())),
-                "order": order[:MAX_ORDER_RUNS],
-                "order_truncated": len(order) > MAX_ORDER_RUNS,
-                "artifacts": {
-                    name: {
-                        "kind": a.kind,
-                        "users": int(a.user_ids.shape[0]),
-                        "fields": {k: list(v.shape[1:]) for k, v in sorted(a.arrays.items())},
-                        "dtypes": {k: str(v.dtype) for k, v in sorted(a.arrays.items())},
-                        "complete": a.complete,
-                        "missing_chunks": list(a.missing_chunks),
-                        "sender": a.sender,
-                        "round": a.round,
-                    }
-                    for name, a in artifacts.items()
-                },
-                "problems": list(self._problems),
-            }
-        )
+        return summarize(self.name, self.intercepts, self.artifacts(), self._problems)
 
     # ------------------------------------------------------------------ saving
     def save(self, directory: Path | str, users: pd.DataFrame | None = None, kinds: Iterable[str] | None = None) -> list[Path]:

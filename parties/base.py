@@ -112,7 +112,7 @@ class Party:
         # Kinds of per-step artifacts folded, per sender and round, into one view artifact with
         # each user's latest row (sealed by `seal_view_folds`): bounded memory over long runs.
         self.fold_receiver_view_kinds: set[str] = set()
-        self._view_folds: dict[tuple[str, str, int], tuple[Message, dict[int, dict[str, np.ndarray]]]] = {}
+        self._view_folds: dict[tuple[str, str, int], tuple[Message, list[tuple[np.ndarray, dict[str, np.ndarray]]]]] = {}
 
     # ----------------------------------------------------------------- keys
     def public_key(self) -> bytes:
@@ -191,20 +191,21 @@ class Party:
         """Record an accepted artifact in the receiver's view (kept whole, folded, or dropped)."""
         kind = str(msg.meta.get("kind", ""))
         if kind in self.fold_receiver_view_kinds and "user_ids" in msg.arrays:
-            _, rows = self._view_folds.get((kind, msg.sender, msg.round), (msg, {}))
+            _, parts = self._view_folds.get((kind, msg.sender, msg.round), (msg, []))
             fields = {k: np.asarray(v) for k, v in msg.arrays.items() if k != "user_ids"}
-            for i, user in enumerate(np.asarray(msg.arrays["user_ids"]).tolist()):
-                rows[int(user)] = {k: v[i] for k, v in fields.items()}
-            self._view_folds[(kind, msg.sender, msg.round)] = (msg, rows)
+            parts.append((np.asarray(msg.arrays["user_ids"]).reshape(-1), fields))
+            if sum(p[0].size for p in parts) > FOLD_COMPACT_ROWS and len(parts) > 1:
+                parts[:] = [latest_rows(parts)]
+            self._view_folds[(kind, msg.sender, msg.round)] = (msg, parts)
         elif self.keep_receiver_view_kinds is None or kind in self.keep_receiver_view_kinds:
             self._receiver_view.append(Endpoint.receiver_view(msg))
 
     def seal_view_folds(self) -> None:
         """Add each folded round to the receiver's view as one artifact `<kind>@<round>` (every
         user's latest row of the round), then forget it."""
-        for (kind, _, rnd), (last, rows) in self._view_folds.items():
-            users = np.array(sorted(rows), dtype=np.int64)
-            arrays = {"user_ids": users, **{k: np.stack([rows[int(u)][k] for u in users]) for k in sorted(rows[int(users[0])])}}
+        for (kind, _, rnd), (last, parts) in self._view_folds.items():
+            users, fields = latest_rows(parts)
+            arrays = {"user_ids": users, **{k: fields[k] for k in sorted(fields)}}
             meta = {"artifact": f"{kind}@{rnd}", "kind": kind, "chunk": 0, "chunks": 1, "folded": "latest row per user"}
             self._receiver_view.append(Endpoint.receiver_view(dataclasses.replace(last, arrays=arrays, meta=meta)))
         self._view_folds.clear()
@@ -228,6 +229,33 @@ class Party:
             reply_to=to.seq,
             round=to.round,
         )
+
+
+FOLD_COMPACT_ROWS = 1 << 16  # folded rows held before they are reduced to one per user
+
+
+def latest_rows(parts: list[tuple[np.ndarray, dict[str, np.ndarray]]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Each user's row from the last part that carried it: (user ids ascending, fields).
+
+    Vectorised when every part has the same fields with one row per user id; otherwise row
+    by row, where a user's latest part decides its fields (those of the lowest id are kept)."""
+    names = set(parts[0][1])
+    if all(set(f) == names and all(v.shape[:1] == u.shape for v in f.values()) for u, f in parts):
+        try:
+            users = np.concatenate([u for u, _ in parts]).astype(np.int64)
+            fields = {k: np.concatenate([f[k] for _, f in parts]) for k in names}
+        except ValueError:  # a field whose rows differ in shape between parts
+            pass
+        else:
+            unique, first_reversed = np.unique(users[::-1], return_index=True)  # last occurrence of each
+            last = users.size - 1 - first_reversed
+            return unique, {k: v[last] for k, v in fields.items()}
+    rows: dict[int, dict[str, np.ndarray]] = {}
+    for users, fields in parts:
+        for i, user in enumerate(users.tolist()):
+            rows[int(user)] = {k: v[i] for k, v in fields.items()}
+    ids = np.array(sorted(rows), dtype=np.int64)
+    return ids, {k: np.stack([rows[int(u)][k] for u in ids]) for k in sorted(rows[int(ids[0])])}
 
 
 def artifact_chunks(
@@ -284,6 +312,9 @@ class ArtifactAssembler:
             return None
         del self._parts[name]
         ordered = [parts[i] for i in range(total)]
-        arrays = {k: np.concatenate([p.arrays[k] for p in ordered]) for k in ordered[0].arrays}
+        if total == 1:  # nothing to join (the common case of small artifacts)
+            arrays = dict(ordered[0].arrays)
+        else:
+            arrays = {k: np.concatenate([p.arrays[k] for p in ordered]) for k in ordered[0].arrays}
         meta = {k: v for k, v in ordered[0].meta.items() if k not in ("chunk", "chunks")}
         return name, arrays, meta
