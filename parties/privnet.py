@@ -39,7 +39,9 @@ from models.privnet import (
     PrivNetTarget,
     UserStream,
     adversary_step,
+    check_interval,
     evaluate_privnet,
+    group_transfer,
     public_users_of,
     source_step,
     source_stream,
@@ -68,6 +70,17 @@ def _net_options(config: dict) -> dict:
         "hidden": tuple(config.get("hidden", (80, 64))),
         "activation": str(config.get("activation", "relu")),
     }
+
+
+def split_rows(rows: np.ndarray, counts: np.ndarray | None, what: str) -> list[np.ndarray]:
+    """The rows of each training step of a group (`counts` rows each, in order); one step
+    when there are no counts."""
+    if counts is None:
+        return [rows]
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.ndim != 1 or counts.size == 0 or counts.min() < 1 or int(counts.sum()) != rows.shape[0]:
+        raise ValueError(f"{what}: counts {counts.tolist()} do not split its {rows.shape[0]} rows into steps")
+    return np.split(rows, np.cumsum(counts)[:-1])
 
 
 class PrivNetSourceParty(SourceParty):
@@ -118,8 +131,60 @@ class PrivNetSourceParty(SourceParty):
         if users.ndim != 1 or users.size == 0 or users.min() < 0 or users.max() >= self.data.n_users:
             raise ValueError(f"transfer request needs 1-d user ids in [0, {self.data.n_users}), got shape {users.shape}")
         step = int(msg.meta["step"])
-        # Algorithm 1, lines 1-3: the simulated attacker learns first, on a public-user batch.
-        # The attacker trains at every lambda (at 0 it only watches), as in the reference loop.
+        # One training step, or a group of K (exchange interval): each step's users in order.
+        groups = split_rows(users, msg.arrays.get("counts"), "transfer request")
+        xs, x_live = group_transfer(self.net, self.q_hist, self.q_cand, groups)
+        self.pending[step] = (groups, x_live)
+        meta: dict = {"step": step}
+        if len(groups) > 1:
+            meta["counts"] = [int(g.size) for g in groups]
+        return artifact_chunks(
+            sender=self.name,
+            receiver=msg.sender,
+            name=f"{BATCH_KIND}@{step}",
+            kind=BATCH_KIND,
+            user_ids=users,
+            arrays={"x_trans": xs[0] if len(xs) == 1 else np.concatenate(xs)},
+            meta=meta,
+            round=msg.round,
+        )
+
+    def on_gradient(self, msg: Message) -> Iterable[Message]:
+        step = int(msg.meta["step"])
+        pending = self.pending.pop(step, None)
+        if pending is None:
+            raise ValueError(f"gradient for step {step} that has no pending transfer")
+        groups, x_live = pending
+        n = sum(g.size for g in groups)
+        grad = np.asarray(msg.arrays["grad"], dtype=np.float32)
+        if grad.shape != (n, self.net.trans_dim):
+            raise ValueError(f"gradient for step {step} has shape {grad.shape}, expected {(n, self.net.trans_dim)}")
+        grads = np.split(grad, np.cumsum([g.size for g in groups])[:-1])
+        for j, (users, grad_j) in enumerate(zip(groups, grads)):
+            self._attacker_steps()
+            if j > 0:  # the network moved since the group's x_trans: through x_trans as it is now
+                x_live = transfer_for_step(self.net, self.q_hist[users], self.q_cand[users])[1]
+            out = source_step(
+                self.net,
+                self.adversary,
+                self.opt,
+                self.s_stream.next_batch(),
+                x_live,
+                {k: v[users] for k, v in self.labels.items()},
+                grad_j,
+                self.lam,
+                self.clip,
+            )
+            self.losses["S"] += out["loss_S"]
+            self.losses["steps"] += 1
+        return []
+
+    def _attacker_steps(self) -> None:
+        """Algorithm 1, lines 1-3: the simulated attacker learns first, on a public-user batch,
+        before each recommender update of the source. It trains at every lambda (at 0 it only
+        watches), as in the reference loop. (It reads only the source network, which no update
+        touches between a step's transfer and its gradient: for one step at a time it is the
+        same as training it before the transfer.)"""
         for _ in range(self.adv_steps):
             pub = self.pub_stream.next_batch()
             if pub.size:
@@ -135,42 +200,6 @@ class PrivNetSourceParty(SourceParty):
                     )
                     / self.adv_steps
                 )
-        x, x_live = transfer_for_step(self.net, self.q_hist[users], self.q_cand[users])
-        self.pending[step] = (users, x_live)
-        return artifact_chunks(
-            sender=self.name,
-            receiver=msg.sender,
-            name=f"{BATCH_KIND}@{step}",
-            kind=BATCH_KIND,
-            user_ids=users,
-            arrays={"x_trans": x},
-            meta={"step": step},
-            round=msg.round,
-        )
-
-    def on_gradient(self, msg: Message) -> Iterable[Message]:
-        step = int(msg.meta["step"])
-        pending = self.pending.pop(step, None)
-        if pending is None:
-            raise ValueError(f"gradient for step {step} that has no pending transfer")
-        users, x_live = pending
-        grad = np.asarray(msg.arrays["grad"], dtype=np.float32)
-        if grad.shape != (users.size, self.net.trans_dim):
-            raise ValueError(f"gradient for step {step} has shape {grad.shape}, expected {(users.size, self.net.trans_dim)}")
-        out = source_step(
-            self.net,
-            self.adversary,
-            self.opt,
-            self.s_stream.next_batch(),
-            x_live,
-            {k: v[users] for k, v in self.labels.items()},
-            grad,
-            self.lam,
-            self.clip,
-        )
-        self.losses["S"] += out["loss_S"]
-        self.losses["steps"] += 1
-        return []
 
     def _release(self, msg: Message) -> Iterable[Message]:
         x = source_transfer(self.net, self.q_hist, self.q_cand)
@@ -206,6 +235,7 @@ class PrivNetTargetParty(TargetParty):
         self.clip = float(cfg.get("clip", 5.0))
         self.epochs = int(cfg.get("epochs", 50))
         self.max_steps = int(cfg.get("max_steps_per_epoch") or 0) or None  # 0: a full pass
+        self.interval = check_interval(int(cfg.get("exchange_interval", 1)))  # training steps per exchange
         net = _net_options(cfg)
         self.net = PrivNetTarget(
             self.data.n_items, net["dim"], net["hidden"], trans_dim=net["hidden"][0], seed=seed, activation=net["activation"]
@@ -216,7 +246,8 @@ class PrivNetTargetParty(TargetParty):
         self.stopper = EarlyStopping("HR@10", int(cfg.get("patience", 5)))
         self.epoch = 0
         self.step = 0
-        self.batch = None
+        self.batches: list = []  # the training steps whose x_trans was asked for
+        self.inverses: list[np.ndarray] = []
         self.loss_sum = 0.0
         self.history: list[dict] = []
         # The curious receiver keeps every released representation, and what the per-step
@@ -240,14 +271,19 @@ class PrivNetTargetParty(TargetParty):
                 round=round,
                 meta={"op": "release", "purpose": "valid", "epoch": self.epoch},
             )
-        self.batch = self.stream.next_batch()
-        users, self.inverse = np.unique(self.batch.users, return_inverse=True)
+        # The next K training steps (exchange interval; not past the end of the epoch).
+        self.batches = [self.stream.next_batch() for _ in range(min(self.interval, self.steps - self.step))]
+        unique = [np.unique(batch.users, return_inverse=True) for batch in self.batches]
+        self.inverses = [inverse for _, inverse in unique]
+        arrays = {"user_ids": np.concatenate([users for users, _ in unique]).astype(np.int64)}
+        if len(unique) > 1:
+            arrays["counts"] = np.array([users.size for users, _ in unique], dtype=np.int64)
         return Message(
             type="request",
             sender=self.name,
             receiver="source",
             round=round,
-            arrays={"user_ids": users.astype(np.int64)},
+            arrays=arrays,
             meta={"op": "transfer", "step": self.step},
         )
 
@@ -256,20 +292,27 @@ class PrivNetTargetParty(TargetParty):
         if kind == BATCH_KIND:
             del self.artifacts[name]  # transient: used for this step only
             step = int(meta["step"])
-            if step != self.step or self.batch is None:
+            if step != self.step or not self.batches:
                 raise ValueError(f"x_trans for step {step} arrived while the target is at step {self.step}")
-            loss, grad = target_step(self.net, self.opt, self.batch, arrays["x_trans"], self.inverse, self.clip)
-            self.loss_sum += loss
+            counts = meta.get("counts")
+            xs = split_rows(arrays["x_trans"], None if counts is None else np.asarray(counts, dtype=np.int64), "x_trans")
+            if [x.shape[0] for x in xs] != [inv.max(initial=-1) + 1 for inv in self.inverses]:
+                raise ValueError(
+                    f"x_trans for step {step} has rows {[x.shape[0] for x in xs]} for steps needing {[inv.max() + 1 for inv in self.inverses]}"
+                )
+            grads = []
+            for batch, x, inverse in zip(self.batches, xs, self.inverses):
+                loss, grad = target_step(self.net, self.opt, batch, x, inverse, self.clip)
+                self.loss_sum += loss
+                grads.append(grad.astype(np.float32))
+            grad_arrays = {"user_ids": arrays["user_ids"], "grad": grads[0] if len(grads) == 1 else np.concatenate(grads)}
+            if len(grads) > 1:
+                grad_arrays["counts"] = np.array([x.shape[0] for x in xs], dtype=np.int64)
             grad_msg = Message(
-                type="gradient",
-                sender=self.name,
-                receiver="source",
-                round=last.round,
-                arrays={"user_ids": arrays["user_ids"], "grad": grad.astype(np.float32)},
-                meta={"step": step},
+                type="gradient", sender=self.name, receiver="source", round=last.round, arrays=grad_arrays, meta={"step": step}
             )
-            self.step += 1
-            self.batch = None
+            self.step += len(self.batches)
+            self.batches, self.inverses = [], []
             return [grad_msg, self._next_request(last.round)]
         if kind == REPRESENTATION_KIND and meta.get("purpose") == "valid":
             x_all = self.per_user_artifact(name, "x_trans")

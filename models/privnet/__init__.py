@@ -43,7 +43,16 @@ from .inputs import (
 )
 from .loops import evaluate_privnet, public_users_of, train_privnet_joint, train_privnet_target_only, transferred_representations
 from .networks import WINDOW, AttentionUserEncoder, AttributeAdversary, PrivNetSource, PrivNetTarget
-from .steps import adversary_step, recommender_step_joint, source_step, source_transfer, target_step, transfer_for_step
+from .steps import (
+    adversary_step,
+    check_interval,
+    group_transfer,
+    recommender_step_joint,
+    source_step,
+    source_transfer,
+    target_step,
+    transfer_for_step,
+)
 
 __all__ = [
     "STREAM_PUBLIC_USERS",
@@ -58,8 +67,10 @@ __all__ = [
     "PrivNetTarget",
     "UserStream",
     "adversary_step",
+    "check_interval",
     "eval_inputs",
     "evaluate_privnet",
+    "group_transfer",
     "public_users_of",
     "recommender_step_joint",
     "score_candidates",

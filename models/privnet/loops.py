@@ -21,7 +21,16 @@ from .inputs import (
     user_query,
 )
 from .networks import WINDOW, AttributeAdversary, PrivNetSource, PrivNetTarget
-from .steps import adversary_step, recommender_step_joint, source_step, source_transfer, target_step, transfer_for_step
+from .steps import (
+    adversary_step,
+    check_interval,
+    group_transfer,
+    recommender_step_joint,
+    source_step,
+    source_transfer,
+    target_step,
+    transfer_for_step,
+)
 
 
 def public_users_of(public_labels: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -87,6 +96,7 @@ def train_privnet_joint(
     window: int = WINDOW,
     single_graph: bool = False,
     max_steps_per_epoch: int | None = None,
+    exchange_interval: int = 1,
     progress: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[PrivNetSource, PrivNetTarget, AttributeAdversary, TrainReport]:
     """Algorithm 1 in one process: per step (1) adversary update(s), (2) recommender update.
@@ -106,11 +116,17 @@ def train_privnet_joint(
     on the small synthetic set of the tests it was erratic (one seed in three leaked more than
     lam = 0), while 5 attacker steps at lr 1e-2 were not.
     `max_steps_per_epoch` caps an epoch (for tests and smoke runs).
+
+    `exchange_interval` K (split steps only): the parties exchange once per K steps
+    (`exchange_group`); K = 1 is Algorithm 1 step by step.
     """
+    check_interval(exchange_interval)
     if source_data.n_users != target_data.n_users:
         raise ValueError(f"source and target must share user ids; got {source_data.n_users} vs {target_data.n_users} users")
     if adv_steps < 0 or epochs < 1:
         raise ValueError(f"need adv_steps >= 0 and epochs >= 1; got {adv_steps}, {epochs}")
+    if single_graph and exchange_interval != 1:
+        raise ValueError("single_graph runs one step at a time: it needs exchange_interval=1")
     clock = Stopwatch()
     source = PrivNetSource(source_data.n_items, dim, hidden, seed=seed, activation=activation)
     target = PrivNetTarget(target_data.n_items, dim, hidden, trans_dim=source.trans_dim, seed=seed, activation=activation)
@@ -133,20 +149,20 @@ def train_privnet_joint(
     epoch = 0
     for epoch in range(1, epochs + 1):
         sums = {"loss_T": 0.0, "loss_S": 0.0, "loss_adv": 0.0, "loss_adv_rec": 0.0}
-        for _ in range(steps):
-            for _ in range(adv_steps):
-                pub = pub_stream.next_batch()
-                if pub.size:
-                    sums["loss_adv"] += (
-                        adversary_step(
-                            source, adversary, opt_a, q_hist_all[pub], q_cand_all[pub], {k: v[pub] for k, v in labels.items()}, clip
+        if single_graph:
+            for _ in range(steps):
+                for _ in range(adv_steps):
+                    pub = pub_stream.next_batch()
+                    if pub.size:
+                        sums["loss_adv"] += (
+                            adversary_step(
+                                source, adversary, opt_a, q_hist_all[pub], q_cand_all[pub], {k: v[pub] for k, v in labels.items()}, clip
+                            )
+                            / adv_steps
                         )
-                        / adv_steps
-                    )
-            tb, sb = t_stream.next_batch(), s_stream.next_batch()
-            users_b, inv = np.unique(tb.users, return_inverse=True)
-            q_labels = {k: v[users_b] for k, v in labels.items()}
-            if single_graph:
+                tb, sb = t_stream.next_batch(), s_stream.next_batch()
+                users_b, inv = np.unique(tb.users, return_inverse=True)
+                q_labels = {k: v[users_b] for k, v in labels.items()}
                 out = recommender_step_joint(
                     source,
                     target,
@@ -162,13 +178,36 @@ def train_privnet_joint(
                     lam,
                     clip,
                 )
-            else:
-                x, x_live = transfer_for_step(source, q_hist_all[users_b], q_cand_all[users_b])
-                loss_t, grad = target_step(target, opt_t, tb, x, inv, clip)
-                out = source_step(source, adversary, opt_s, sb, x_live, q_labels, grad, lam, clip)
-                out["loss_T"] = loss_t
-            for k_, v_ in out.items():
-                sums[k_] += v_
+                for k_, v_ in out.items():
+                    sums[k_] += v_
+        else:
+            for start in range(0, steps, exchange_interval):
+                batches = [t_stream.next_batch() for _ in range(min(exchange_interval, steps - start))]
+                unique = [np.unique(tb.users, return_inverse=True) for tb in batches]
+                users = [u for u, _ in unique]
+                # target's side: x_trans of the whole group, from the source network as it is now
+                xs, live = group_transfer(source, q_hist_all, q_cand_all, users)
+                grads = []
+                for tb, (_, inv), x in zip(batches, unique, xs):
+                    loss_t, grad = target_step(target, opt_t, tb, x, inv, clip)
+                    sums["loss_T"] += loss_t
+                    grads.append(grad)
+                # source's side: the K gradients applied in order, each after its attacker update
+                for j, (users_b, grad) in enumerate(zip(users, grads)):
+                    for _ in range(adv_steps):
+                        pub = pub_stream.next_batch()
+                        if pub.size:
+                            sums["loss_adv"] += (
+                                adversary_step(
+                                    source, adversary, opt_a, q_hist_all[pub], q_cand_all[pub], {k: v[pub] for k, v in labels.items()}, clip
+                                )
+                                / adv_steps
+                            )
+                    x_live = live if j == 0 else transfer_for_step(source, q_hist_all[users_b], q_cand_all[users_b])[1]
+                    q_labels = {k: v[users_b] for k, v in labels.items()}
+                    out = source_step(source, adversary, opt_s, s_stream.next_batch(), x_live, q_labels, grad, lam, clip)
+                    for k_, v_ in out.items():
+                        sums[k_] += v_
         valid, _, _ = evaluate_privnet(target, target_data, transferred_representations(source, s_hist_all, window), "valid", window)
         row = {"epoch": epoch, **{k: v / steps for k, v in sums.items()}, **{f"valid_{k}": v for k, v in valid.items()}}
         history.append(row)

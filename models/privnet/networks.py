@@ -211,7 +211,9 @@ class AttributeAdversary(nn.Module):
             if y.shape != (x_trans.shape[0],):
                 raise ValueError(f"labels[{name!r}] must have shape [{x_trans.shape[0]}], got {tuple(y.shape)}")
             known = y >= 0
-            if known.any():
+            if known.all():  # every label known (the attacker's public batches): no selection needed
+                out.append((logits, y))
+            elif known.any():
                 out.append((logits[known], y[known]))
         return out
 

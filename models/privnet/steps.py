@@ -14,6 +14,33 @@ from .inputs import ExampleBatch
 from .networks import AttributeAdversary, PrivNetSource, PrivNetTarget, _as_long
 
 
+def _zero_grad(optimizer: torch.optim.Optimizer) -> None:
+    """`optimizer.zero_grad(set_to_none=True)` without its per-call bookkeeping (hooks and
+    profiler records PrivNet's optimisers never use): run eight times per training step."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            p.grad = None
+
+
+def _clip_and_step(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, clip: float | None) -> None:
+    """`models.training.clip_and_step` for one party's parameters, all float32 on the CPU: the
+    same operations as `torch.nn.utils.clip_grad_norm_` takes for them (foreach norms, their
+    norm, coefficient min(clip / (norm + 1e-6), 1) applied by one foreach multiply), so the same
+    bits, without its per-call grouping of tensors by device and dtype."""
+    if not clip:
+        optimizer.step()
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if any(g.device.type != "cpu" or g.dtype != torch.float32 or g.is_sparse for g in grads):
+        clip_and_step(params, optimizer, clip)
+        return
+    if grads:
+        with torch.no_grad():
+            total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+            torch._foreach_mul_(grads, torch.clamp(float(clip) / (total + 1e-6), max=1.0))
+    optimizer.step()
+
+
 def _bce(logits: torch.Tensor, label: np.ndarray) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.as_tensor(label, dtype=torch.float32))
 
@@ -34,10 +61,10 @@ def adversary_step(
     """Algorithm 1 lines 1-3: update the attacker on public users' x_trans (detached from the source)."""
     with torch.no_grad():
         x = source.transfer(q_hist, q_cand)
-    optimizer.zero_grad(set_to_none=True)
+    _zero_grad(optimizer)
     loss = adversary.loss(x, _labels_tensor(labels))
     loss.backward()
-    clip_and_step(list(adversary.parameters()), optimizer, clip)
+    _clip_and_step(list(adversary.parameters()), optimizer, clip)
     return loss.item()
 
 
@@ -58,6 +85,29 @@ def transfer_for_step(source: PrivNetSource, q_hist: np.ndarray, q_cand: np.ndar
     return x.detach().numpy().astype(np.float32, copy=False), x
 
 
+def check_interval(interval: int) -> int:
+    """The exchange interval K: a positive int (1: one exchange per training step)."""
+    if type(interval) is not int or interval < 1:
+        raise ValueError(f"exchange_interval must be a positive int, got {interval!r}")
+    return interval
+
+
+def group_transfer(
+    source: PrivNetSource, q_hist: np.ndarray, q_cand: np.ndarray, users: list[np.ndarray]
+) -> tuple[list[np.ndarray], torch.Tensor]:
+    """What the source sends for a group of K training steps (exchange interval K): x_trans of
+    each step's users, all from the source network as it is before the group, and the first
+    step's live tensor (`transfer_for_step`).
+
+    The source applies the group's K gradients in order (`source_step` each, after its own
+    attacker update): the first through this live tensor; every later one through x_trans
+    recomputed from the network as the earlier updates left it, so that the target's gradient,
+    computed on what was sent, is K - 1 updates stale at most. With K = 1 this is Algorithm 1.
+    """
+    x, live = transfer_for_step(source, q_hist[users[0]], q_cand[users[0]])
+    return [x] + [source_transfer(source, q_hist[u], q_cand[u]) for u in users[1:]], live
+
+
 def target_step(
     target: PrivNetTarget,
     optimizer: torch.optim.Optimizer,
@@ -71,7 +121,7 @@ def target_step(
     `x_trans` has one row per distinct user of the batch; `user_index[b]` is the row of example b.
     With x_trans None the step is target-only and no gradient is returned.
     """
-    optimizer.zero_grad(set_to_none=True)
+    _zero_grad(optimizer)
     x = None
     if x_trans is not None:
         if user_index is None:
@@ -80,7 +130,7 @@ def target_step(
     logits = target(batch.hist, batch.cand, None if x is None else x[_as_long(user_index)])
     loss = _bce(logits, batch.label)
     loss.backward()
-    clip_and_step(list(target.parameters()), optimizer, clip)
+    _clip_and_step(list(target.parameters()), optimizer, clip)
     return loss.item(), None if x is None else x.grad.numpy()
 
 
@@ -102,7 +152,7 @@ def source_step(
     source's own loss. Only the source's parameters receive gradients (the adversary is updated
     in `adversary_step`).
     """
-    optimizer.zero_grad(set_to_none=True)
+    _zero_grad(optimizer)
     params = list(source.parameters())
     loss_s = _bce(source(batch.hist, batch.cand), batch.label)
     objective = loss_s
@@ -120,7 +170,7 @@ def source_step(
         roots.append(x_trans)
         grads.append(g)
     torch.autograd.backward(roots, grads, inputs=params)
-    clip_and_step(params, optimizer, clip)
+    _clip_and_step(params, optimizer, clip)
     return {"loss_S": loss_s.item(), "loss_adv_rec": loss_adv.item()}
 
 

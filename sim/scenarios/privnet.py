@@ -46,6 +46,12 @@ class PrivNetScenario(Scenario):
         Option("batch_size", 128, "examples per training step"),
         Option("lr", 5e-4, "Adam learning rate of both networks", quick=5e-3),
         Option("max_steps_per_epoch", 0, "cap on training steps per epoch (0: a full pass)", quick=15),
+        Option(
+            "exchange_interval",
+            1,
+            "training steps per exchange between the parties: the x_u|trans of K batches in one message, "
+            "K gradients back, applied in order (1: Algorithm 1 step by step; K > 1 saves round trips)",
+        ),
         Option("window", 10, "history items the attention encoder reads"),
         Option("clip", 5.0, "gradient-norm clip of each party's own parameters"),
         Option("adv_steps", 0, "simulated-attacker updates per recommender step (0: the adversary preset's)"),
