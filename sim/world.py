@@ -50,12 +50,24 @@ def data_key(run: dict[str, Any]) -> tuple:
     )
 
 
+@lru_cache(maxsize=2)
+def _dataset(name: str, data_dir: str | None, synthetic: tuple) -> Dataset:
+    # The dataset itself does not depend on the seed (except synthetic data, which is seeded
+    # by its own options), so all seeds evaluate the same users and items: loaded (or
+    # generated) once for all of them.
+    return load_dataset(name, data_dir, seed=int(dict(synthetic).get("seed", 0)), synthetic=dict(synthetic) or None)
+
+
+def dataset_of(run: dict[str, Any]) -> Dataset:
+    """The run's dataset, before any split (cached like the worlds made from it)."""
+    name, data_dir, _, _, _, synthetic, _ = data_key(run)
+    return _dataset(name, data_dir, synthetic)
+
+
 @lru_cache(maxsize=4)
 def _world(key: tuple) -> World:
     name, data_dir, split_by, seed, public_fraction, synthetic, population = key
-    # The dataset itself does not depend on the seed (except synthetic data, which is seeded
-    # by its own options), so all seeds evaluate the same users and items.
-    dataset = load_dataset(name, data_dir, seed=int(dict(synthetic).get("seed", 0)), synthetic=dict(synthetic) or None)
+    dataset = _dataset(name, data_dir, synthetic)
     split = split_domains(dataset, by=split_by, seed=seed, population=population)
     attributes = dataset.attributes()
     public = public_users(attributes, public_fraction, seed=seed, population=split.population)
