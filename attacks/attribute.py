@@ -81,16 +81,25 @@ def best_by_cv(runs: dict[str, AttackerRun], order: Sequence[str]) -> str:
     return max(order, key=lambda a: (-math.inf if math.isnan(runs[a].cv_auc) else runs[a].cv_auc, -list(order).index(a)))
 
 
+def scored(run: AttackerRun, y_test: np.ndarray, n_classes: int) -> dict:
+    """One run's figures on the test users, plus `accuracy_argmax`: the accuracy of the arg-max
+    guess (the papers' figure, read next to the majority class's share, which is the
+    no-artifact attacker's `accuracy_argmax`); every other hard figure uses the run's rule."""
+    metrics = classification_metrics(y_test, run.test_proba, n_classes, y_pred=run.test_pred)
+    metrics["accuracy_argmax"] = float(np.mean(np.argmax(run.test_proba, axis=1) == y_test))
+    return metrics
+
+
 def result_from_runs(
     runs: dict[str, AttackerRun], baseline_run: AttackerRun, y_test: np.ndarray, n_classes: int, classes: list, n_train: int
 ) -> AttributeResult:
     """Score each run on the test users (the only place test labels are read) and pick the best by CV."""
-    results = {name: classification_metrics(y_test, run.test_proba, n_classes, y_pred=run.test_pred) for name, run in runs.items()}
+    results = {name: scored(run, y_test, n_classes) for name, run in runs.items()}
     best = best_by_cv(runs, list(runs))
     return AttributeResult(
         best=best,
         metrics=dict(results[best]),
-        baseline=classification_metrics(y_test, baseline_run.test_proba, n_classes, y_pred=baseline_run.test_pred),
+        baseline=scored(baseline_run, y_test, n_classes),
         attackers=results,
         cv_auc={name: run.cv_auc for name, run in runs.items()},
         n_train=n_train,
