@@ -694,3 +694,45 @@ def test_dead_supernode_ends_the_run_cleanly(tmp_path):
     _assert_hosts_ended(tmp_path / "records", timeout=0)  # the party hosts the handshake started
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "failed" and "supernode-source" in results["error"]
+
+
+# ----------------------------------------------------------------------------- slow: many client parties
+_MANY = dict(
+    scenario="privacy-budget",
+    dataset="synthetic",
+    synthetic={"n_users": 150, "n_items": 500, "mean_interactions": 40, "signal": 2.0, "seed": 0},
+    seeds=[0],
+    channel="plaintext",
+    variants=["beta=0.5,model=metamf"],
+    torch_threads=THREADS,
+    options={"epochs": 3, "patience": 1, "hidden": 16, "user_dim": 8, "memory": 16, "item_dim": 8, "batch_size": 128, "lr": 3e-3},
+)
+
+
+def _rating_figures(results: dict) -> list:
+    """Every figure of every (variant, seed) but timings and the number of clients."""
+    rows = []
+    for v in results["variants"]:
+        for ps in v["per_seed"]:
+            details = {k: x for k, x in ps["details"].items() if k != "clients"}
+            rows.append(_figures((v["name"], ps["seed"], ps["utility"], ps["utility_groups"], details, ps["attacks"])))
+    return rows
+
+
+@pytest.mark.slow
+def test_many_client_parties_on_the_flower_simulation_equal_one_in_process(tmp_path):
+    """privacy-budget with its users spread over 4 client parties, each its own virtual
+    SuperNode (5 with the server): the results of one client in process, bit for bit. The
+    server's requests to all clients travel in one exchange, and so do all clients' answers."""
+    run(RunConfig(**_MANY, out=str(tmp_path / "inproc")), quiet=True)
+    many = RunConfig(**{**_MANY, "options": {**_MANY["options"], "clients": 4}}, runtime="flower", out=str(tmp_path / "flower"))
+    run(many, quiet=True)
+    expected = json.loads((_run_dir(tmp_path / "inproc") / "results.json").read_text())
+    results = json.loads((_run_dir(tmp_path / "flower") / "results.json").read_text())
+    assert results["status"] == "complete" and results["runtime"] == "flower"
+    assert results["variants"][0]["per_seed"][0]["details"]["clients"] == 4
+    assert _rating_figures(results) == _rating_figures(expected)
+    timing = results["timing"]
+    # one exchange each: the requests to the 4 clients, then every epoch's and the test's predictions
+    assert timing["flower_fanned_out"] >= 4 * (1 + 1 + 1)
+    assert timing["flower_round_trips"] < timing["flower_messages"]

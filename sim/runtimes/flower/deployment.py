@@ -69,7 +69,7 @@ class _Process:
 
 @dataclass
 class LocalDeployment:
-    """A SuperLink and one SuperNode per party as separate OS processes on localhost.
+    """A SuperLink and one SuperNode per party (`roles`) as separate OS processes on localhost.
 
     Free ports are chosen automatically; every process gets its own session (process group)
     and an environment tag, so that `stop()` ends them and every process Flower spawned from
@@ -78,7 +78,7 @@ class LocalDeployment:
     directory, removed by `stop()`).
     """
 
-    roles: tuple[str, ...] = ("source", "target")
+    roles: tuple[str, ...] = ()  # one SuperNode per party; empty: the run's parties (the launcher fills them in)
     log_dir: Path | None = None
     key_dir: Path | None = None
     tls: TlsFiles | None = None
@@ -103,6 +103,8 @@ class LocalDeployment:
     def start(self) -> None:
         if self.processes or self._home is not None:
             raise RunError("this deployment is already started; use a new LocalDeployment per run")
+        if not self.roles:
+            raise RunError("a deployment needs the parties' names (roles), one SuperNode each")
         self._home = Path(tempfile.mkdtemp(prefix="cdrsim-flwr-home-"))
         self._logs = Path(self.log_dir) if self.log_dir else self._home / "logs"
         self._logs.mkdir(parents=True, exist_ok=True)

@@ -95,7 +95,7 @@ def run_experiment_flower(
             simulate(Settings.load(settings_path), quiet=quiet)
         else:
             dep = deployment or LocalDeployment(log_dir=settings_path.parent)
-            if deployment is None:
+            if not dep.roles:  # one SuperNode per party of the run (a server and N clients, a source and a target)
                 dep.roles = tuple(party_roles(config, config.validate()))
             with dep:
                 dep.start()

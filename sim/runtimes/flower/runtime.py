@@ -9,10 +9,20 @@ moves requests and envelopes through the Exchange (the Grid):
 - `install_registry(registry)`: kept here and handed to each party with its first batch of
   envelopes (one round trip fewer per task); the party pins it before it opens any envelope.
 - `call(party, envelope, link)`: one `query.deliver`. Round trips are what costs on Flower, so
-  envelopes a party puts on the wire back to back for the same receiver (artifact chunks) go
-  to that receiver in one message; their answers are handed to the relay one by one, in the
-  order it asks for them, and the relay still sees, taps and records each envelope. The
-  receiver-view envelopes ride along with each reply.
+  one call carries, in one exchange, every envelope the relay will deliver next that no
+  coordinator step can come between (below): artifact chunks to one receiver go in one
+  message, and a server's requests to many clients, or many clients' answers to a server, go
+  to all their nodes at once. The answers are handed to the relay one by one, in the order it
+  asks for them, and the relay still sees, taps and records each envelope. The receiver-view
+  envelopes ride along with each reply.
+
+  Why that is the order the relay would deliver in: the relay handles one FIFO queue. The
+  envelopes parties return are mirrored here (the shadow), each tagged with a *run* number
+  that changes whenever the coordinator may have acted (it handled an envelope addressed to
+  it, or sent one of its own). Envelopes of one run sit next to each other in the relay's
+  queue with only envelopes of the same run between them, and everything ahead of the one
+  the relay delivers now is done: so each party's envelopes of that run can be delivered now,
+  in their order, and the parties see exactly what they would see one envelope at a time.
 - `stop()`: forgets the task; each node replaces its party at the next `start`.
 - `close()`: `query.close` to every node: their party hosts end.
 """
@@ -50,12 +60,13 @@ from .settings import DEFAULT_CALL_TIMEOUT, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HOST_
 
 @dataclass
 class _Returned:
-    """An envelope this runtime handed back to the relay, and which call produced it."""
+    """An envelope this runtime handed back to the relay: who produced it, in which run."""
 
-    call: int
+    run: int
     envelope: bytes
     producer: str  # the party whose call returned it (the relay forwards it over party:<producer>)
     receiver: str | None
+    sent: bool = False  # already delivered ahead of the relay (its outcome waits in _prefetched)
 
 
 @dataclass
@@ -64,6 +75,7 @@ class FlowerStats:
     messages: int = 0  # Flower messages sent to nodes
     envelopes: int = 0  # envelopes delivered to parties
     batched: int = 0  # envelopes that travelled in a message with an earlier envelope
+    fanned_out: int = 0  # messages that travelled in an exchange with a message to another node
     bytes_to_nodes: int = 0  # envelope bytes
     bytes_from_nodes: int = 0  # envelope and receiver-view bytes
     seconds: float = 0.0  # wall time inside the exchanges (Flower's send and receive)
@@ -110,7 +122,7 @@ class FlowerRuntime(Runtime):
         self._views: dict[str, list[bytes]] = {}
         self._prefetched: dict[str, deque[tuple[bytes, str, EnvelopeOutcome]]] = {}
         self._shadow: deque[_Returned] = deque()
-        self._calls = 0
+        self._run = 0  # changes whenever the coordinator may have acted (see the module docstring)
         self._closed = False
 
     # ----------------------------------------------------------------- Runtime
@@ -156,6 +168,7 @@ class FlowerRuntime(Runtime):
     def call(self, party: str, envelope: bytes, link: str = "") -> list[bytes]:
         if party not in self._parties:
             raise RunError(f"no party named {party!r} in this run; parties: {sorted(self._parties)}")
+        entry = self._reach(party, envelope, link)
         pending = self._prefetched[party]
         if pending:
             expected, expected_link, outcome = pending[0]
@@ -166,10 +179,15 @@ class FlowerRuntime(Runtime):
                 )
             pending.popleft()
             return self._result(party, outcome)
-        batch, links = self._take_batch(party, envelope, link)
-        reply = self._deliver(party, batch, links)
-        pending.extend(zip(batch[1:], links[1:], reply.outcomes[1:]))
-        return self._result(party, reply.outcomes[0])
+        if entry is not None and entry.sent:
+            raise RunError(f"an envelope to {party!r} was sent ahead of the relay but its outcome is gone (a bug in the Flower runtime)")
+        groups = self._take_batch(party, envelope, link, entry)
+        replies = self._deliver(groups)
+        for receiver, (batch, links) in groups.items():
+            outcomes = replies[receiver].outcomes
+            start = 1 if receiver == party else 0
+            self._prefetched[receiver].extend(zip(batch[start:], links[start:], outcomes[start:]))
+        return self._result(party, replies[party].outcomes[0])
 
     def receiver_view(self, party: str) -> list[bytes]:
         if party not in self._views:
@@ -206,25 +224,39 @@ class FlowerRuntime(Runtime):
                     pass
 
     # ----------------------------------------------------------------- internals
-    def _take_batch(self, party: str, envelope: bytes, link: str) -> tuple[list[bytes], list[str]]:
-        """`envelope` plus the envelopes the same call put on the wire right after it for the
-        same party. The relay appends a call's output to its FIFO queue in one go, so nothing
-        can come between them: the party sees them in the same order either way."""
+    def _reach(self, party: str, envelope: bytes, link: str) -> _Returned | None:
+        """The relay now delivers `envelope`: find its shadow entry (None: it came from the
+        coordinator, or was injected) and drop every entry ahead of it (the relay handled
+        them). A new run starts when the coordinator may have acted since the last call."""
         shadow = self._shadow
-        index = next((i for i, r in enumerate(shadow) if r.envelope is envelope), None)
+        mine = [i for i, r in enumerate(shadow) if r.receiver == party and party_link(r.producer) == link]
+        index = next((i for i in mine if shadow[i].envelope is envelope), None)
         if index is None:
-            index = next((i for i, r in enumerate(shadow) if r.envelope == envelope), None)
-        if index is None:  # from the coordinator itself, or injected
-            return [envelope], [link]
-        for _ in range(index):  # ahead of it in the relay's FIFO queue: handled already
-            shadow.popleft()
-        head = shadow.popleft()
-        batch, links = [envelope], [link]
-        while self.batch and shadow and shadow[0].call == head.call and shadow[0].receiver == party:
-            nxt = shadow.popleft()
+            index = next((i for i in mine if shadow[i].envelope == envelope), None)
+        if index is None:
+            self._run += 1  # the coordinator sent it (or an attacker injected it)
+            return None
+        for _ in range(index):
+            if shadow.popleft().receiver not in self._parties:
+                self._run += 1  # the coordinator handled an envelope addressed to it
+        return shadow.popleft()
+
+    def _take_batch(self, party: str, envelope: bytes, link: str, entry: _Returned | None) -> dict[str, tuple[list[bytes], list[str]]]:
+        """`envelope` plus, per party, the envelopes of its run the relay will deliver next
+        (in order): what one exchange carries."""
+        groups: dict[str, tuple[list[bytes], list[str]]] = {party: ([envelope], [link])}
+        if entry is None or not self.batch:
+            return groups
+        for nxt in self._shadow:
+            if nxt.run != entry.run:
+                break
+            if nxt.sent or nxt.receiver not in self._parties:
+                continue
+            batch, links = groups.setdefault(nxt.receiver, ([], []))
             batch.append(nxt.envelope)
             links.append(party_link(nxt.producer))
-        return batch, links
+            nxt.sent = True
+        return groups
 
     def _result(self, party: str, outcome: EnvelopeOutcome) -> list[bytes]:
         if outcome.code:
@@ -232,26 +264,34 @@ class FlowerRuntime(Runtime):
                 ErrorCode(outcome.code), outcome.detail, sender=outcome.sender or None, charged_to=outcome.charged_to or None
             )
         out = [bytes(e) for e in outcome.out]
-        self._calls += 1
-        self._shadow.extend(_Returned(self._calls, e, party, _receiver(e)) for e in out)
+        self._shadow.extend(_Returned(self._run, e, party, _receiver(e)) for e in out)
         return out
 
-    def _deliver(self, party: str, envelopes: list[bytes], links: list[str]) -> DeliverReply:
-        request = DeliverRequest(self._generation, envelopes, links, registry=self._registry.pop(party, ""))
-        reply = self._round({party: request.to_content()}, DELIVER, "deliver")[party]
-        self.stats.envelopes += len(envelopes)
-        self.stats.batched += len(envelopes) - 1
-        self.stats.bytes_to_nodes += sum(len(e) for e in envelopes)
-        decoded = self._decode(party, reply, DeliverReply.from_content)
-        if decoded.generation != self._generation or len(decoded.outcomes) != len(envelopes):
-            raise RunError(
-                f"{self._where(party)} answered task {decoded.generation!r} with {len(decoded.outcomes)} outcomes; "
-                f"expected {self._generation!r} with {len(envelopes)}"
-            )
-        self._views[party].extend(decoded.views)
-        self.stats.node_seconds += decoded.seconds
-        self.stats.bytes_from_nodes += sum(len(e) for o in decoded.outcomes for e in o.out) + sum(len(v) for v in decoded.views)
-        return decoded
+    def _deliver(self, groups: dict[str, tuple[list[bytes], list[str]]]) -> dict[str, DeliverReply]:
+        requests = {
+            party: DeliverRequest(self._generation, batch, links, registry=self._registry.pop(party, "")).to_content()
+            for party, (batch, links) in groups.items()
+        }
+        replies = self._round(requests, DELIVER, "deliver")
+        out: dict[str, DeliverReply] = {}
+        slowest = 0.0
+        for party, (envelopes, _) in groups.items():
+            self.stats.envelopes += len(envelopes)
+            self.stats.batched += len(envelopes) - 1
+            self.stats.bytes_to_nodes += sum(len(e) for e in envelopes)
+            decoded = self._decode(party, replies[party], DeliverReply.from_content)
+            if decoded.generation != self._generation or len(decoded.outcomes) != len(envelopes):
+                raise RunError(
+                    f"{self._where(party)} answered task {decoded.generation!r} with {len(decoded.outcomes)} outcomes; "
+                    f"expected {self._generation!r} with {len(envelopes)}"
+                )
+            self._views[party].extend(decoded.views)
+            slowest = max(slowest, decoded.seconds)  # the nodes of one exchange work at the same time
+            self.stats.bytes_from_nodes += sum(len(e) for o in decoded.outcomes for e in o.out) + sum(len(v) for v in decoded.views)
+            out[party] = decoded
+        self.stats.node_seconds += slowest
+        self.stats.fanned_out += len(groups) if len(groups) > 1 else 0
+        return out
 
     def _round(self, requests: dict[str, Any], mtype: str, what: str) -> dict[str, NodeReply]:
         """One exchange: a request to each named party's node at once; every reply, or RunError."""
