@@ -102,7 +102,7 @@ def split_domains(
     else:
         src = tuple(DEFAULT_SOURCE_GENRES if source_genres is None else source_genres)
         tgt = tuple(DEFAULT_TARGET_GENRES if target_genres is None else target_genres)
-        domain_of = _genre_domains(ds, src, tgt)
+        domain_of = genre_domains(ds, src, tgt)
         description.update(
             source_genres=list(src),
             target_genres=list(tgt),
@@ -216,7 +216,8 @@ def _year_domains(ds: Dataset, positive: np.ndarray, threshold: int | None) -> t
     return domain, int(threshold)
 
 
-def _genre_domains(ds: Dataset, source: tuple[str, ...], target: tuple[str, ...]) -> np.ndarray:
+def genre_domains(ds: Dataset, source: tuple[str, ...], target: tuple[str, ...]) -> np.ndarray:
+    """Per dataset item: 0 (source), 1 (target) or -1 (dropped), by the genre rule above."""
     overlap = set(source) & set(target)
     if overlap:
         raise SplitError(f"source and target genres must be disjoint; both contain {sorted(overlap)}")
