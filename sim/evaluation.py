@@ -144,7 +144,10 @@ def final_battery(
 
 def reconstruction(attack: ReconstructionAttack, releases: dict[str, np.ndarray], world: World, *, seed: int) -> dict[str, Any]:
     """How well the secret vector is recovered from the final release, and what the
-    reconstruction leaks about the attributes."""
+    reconstruction leaks about the attributes. When the release has the secret's width,
+    `metrics.direct_cosine` is the mean cosine between each private user's received vector and
+    secret, with no learning at all (a geometric fact about the release, not an attacker), and
+    `metrics.direct_cosine_centred` the same after subtracting each side's population mean."""
     pub, priv = world.public, world.private
     secret = np.asarray(attack.secret(world, seed), dtype=np.float64)
     final = releases.get(attack.final)
@@ -157,7 +160,21 @@ def reconstruction(attack: ReconstructionAttack, releases: dict[str, np.ndarray]
         ).to_dict()
         for name in ATTRIBUTES
     }
-    return {"decoded": final is not None, **result.to_dict(), "attributes_of_reconstruction": leak}
+    out = {"decoded": final is not None, **result.to_dict(), "attributes_of_reconstruction": leak}
+    if final is not None and final.shape[1] == secret.shape[1]:
+
+        def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:  # a zero row counts as cosine 0
+            norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+            return float(np.divide((a * b).sum(axis=1), norms, out=np.zeros(a.shape[0]), where=norms > 0).mean())
+
+        pop = world.population
+        received, truth = final.astype(np.float64), secret
+        out["metrics"]["direct_cosine"] = mean_cosine(received[priv], truth[priv])
+        # the same after removing what all users share (each side's mean over the population)
+        out["metrics"]["direct_cosine_centred"] = mean_cosine(
+            received[priv] - received[pop].mean(axis=0), truth[priv] - truth[pop].mean(axis=0)
+        )
+    return out
 
 
 def membership(attack: MembershipAttack, capture: Eavesdropper, world: World, *, seed: int) -> dict[str, Any]:
