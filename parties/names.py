@@ -30,8 +30,10 @@ ADVERSARIAL_USER_VECTORS = "adversarial_user_vectors"
 # membership: the top-k recommendation lists a recommender service serves a requester
 RECOMMENDATION_LISTS = "recommendation_lists"
 
-# pfcdr: user prototypes distilled by model inversion (EMCDR's variant sends USER_EMBEDDINGS)
+# pfcdr: user prototypes distilled by model inversion (EMCDR's variant sends USER_EMBEDDINGS);
+# either kind travels under one artifact name, so one attack reads both side by side
 USER_PROTOTYPES = "user_prototypes"
+PFCDR_RELEASED = "source_user_vectors"
 
 # privacy-budget: the ratings each user reveals to the server, and (the curious server's own
 # instrument) the user embeddings it learned from them
