@@ -136,7 +136,7 @@ def run_task(config: RunConfig, scenario: Scenario, task: Task, runtime: Runtime
     finally:
         runtime.stop()
     captures = {"wire": wire, "receiver": receiver}
-    attacks = evaluate_attacks(scenario, captures, w, seed=seed)
+    attacks = evaluate_attacks(scenario, captures, w, seed=seed, options={**config.party_options(scenario, variant), "seed": seed})
     if out_dir is not None:
         save_captures(captures, scenario, w, out_dir / "intercepted" / variant.name / f"seed{seed}")
     return TaskResult(

@@ -177,27 +177,32 @@ def reconstruction(attack: ReconstructionAttack, releases: dict[str, np.ndarray]
     return out
 
 
-def membership(attack: MembershipAttack, capture: Eavesdropper, world: World, *, seed: int) -> dict[str, Any]:
+def membership(
+    attack: MembershipAttack, capture: Eavesdropper, world: World, *, seed: int, options: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Membership inference with the scenario's features; a capture it cannot read gives the
     constant-score attacker (AUC 0.5)."""
-    data = attack.features(capture, world, seed)
+    data = attack.features(capture, world, seed, dict(options or {})) if attack.reads_options else attack.features(capture, world, seed)
     if data is None:
         return {"decoded": False}
     X_train, member_train, X_test, member_test = data
-    return {"decoded": True, **membership_inference(X_train, member_train, X_test, member_test, seed=seed)}
+    battery = {} if attack.attackers is None else {"attackers": attack.attackers}
+    return {"decoded": True, **membership_inference(X_train, member_train, X_test, member_test, seed=seed, **battery)}
 
 
-def evaluate_attacks(scenario: Scenario, captures: dict[str, Eavesdropper], world: World, *, seed: int) -> dict[str, dict[str, Any]]:
+def evaluate_attacks(
+    scenario: Scenario, captures: dict[str, Eavesdropper], world: World, *, seed: int, options: dict[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
     """{threat model: {attack name: results, "observed": what it saw}}. Threat models that
     captured byte-identical releases (wire and receiver on a plaintext channel) share one
-    evaluation."""
+    evaluation. `options`: the run's party options, for attacks that read them."""
     done: dict[tuple[str, bytes], dict[str, Any]] = {}
     out: dict[str, dict[str, Any]] = {}
     for threat, capture in captures.items():
         out[threat] = {}
         for attack in scenario.attacks:
             if isinstance(attack, MembershipAttack):
-                out[threat][attack.name] = membership(attack, capture, world, seed=seed)
+                out[threat][attack.name] = membership(attack, capture, world, seed=seed, options=options)
                 continue
             releases = releases_of(capture, attack, world)
             key = (attack.name, _digest(releases))

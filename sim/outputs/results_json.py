@@ -71,7 +71,8 @@ def leakage_figures(kind: str, result: dict[str, Any]) -> dict[str, Any]:
     if kind == "membership":
         if not result.get("decoded"):
             return {}
-        return {"best": result[result["best"]], "baseline": result["baseline"]}
+        families = {name: result[name] for name in result.get("attackers", ())}  # each attack family run, by name
+        return {"best": result[result["best"]], "baseline": result["baseline"], **families}
     leak = {
         attr: {"metrics": r["metrics"], "baseline": r["baseline"]} for attr, r in result.get("attributes_of_reconstruction", {}).items()
     }

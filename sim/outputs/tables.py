@@ -9,7 +9,7 @@ from typing import Any
 
 from ..stats import numeric_leaves
 
-UTILITY_COLUMNS = ("HR@10", "NDCG@10", "MAE", "RMSE")
+UTILITY_COLUMNS = ("HR@10", "NDCG@10", "MAE", "RMSE", "HR@100 members", "HR@100 non-members")
 
 
 def fmt(stat: dict[str, Any] | None, digits: int = 3) -> str:
@@ -50,6 +50,8 @@ def _leak_columns(results: dict[str, Any]) -> list[tuple[str, tuple[str, ...]]]:
                 ("wire gender AUC", ("wire", name, "gender", "worst_case", "auc")),
             ]
         elif kind == "membership":
+            if any(dig(v["leakage"], "receiver", name, "paper") for v in results["variants"]):
+                cols.append(("rcv paper-MLP AUC", ("receiver", name, "paper", "auc")))
             cols += [
                 ("rcv member AUC", ("receiver", name, "best", "auc")),
                 ("rcv TPR@1%FPR", ("receiver", name, "best", "tpr_at_fpr", "0.01")),

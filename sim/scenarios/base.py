@@ -210,10 +210,15 @@ class AttributeAttack:
 class MembershipAttack:
     """Membership inference: `features(capture, world, seed)` turns what a threat model
     captured (and the attacker's own shadow data) into (X_train, member_train, X_test,
-    member_test)."""
+    member_test), or None when it cannot read the capture. With `reads_options` it is called
+    `features(capture, world, seed, options)` with the run's party options (what the variant
+    chose for the attacker, e.g. its shadow algorithm). `attackers`: the attack families
+    (attacks.membership.ATTACKERS; None: the default battery)."""
 
     features: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None]
     name: str = "membership"
+    reads_options: bool = False
+    attackers: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
