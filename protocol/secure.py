@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -216,7 +217,7 @@ def seal_frame(header: dict[str, Any], segments: list[memoryview], plain_length:
     return buffers.finish(envelope)
 
 
-def open_body(frame: Frame, *, key: bytes, iv: bytes) -> bytearray:
+def open_body(frame: Frame, *, key: bytes, iv: bytes) -> bytearray | np.ndarray:
     """Decrypt and authenticate every chunk (every header byte is associated data)."""
     body = frame.body
     total = len(body)
@@ -225,7 +226,10 @@ def open_body(frame: Frame, *, key: bytes, iv: bytes) -> bytearray:
     last = total - (n_chunks - 1) * step
     if total < AEAD_TAG_LEN or last < AEAD_TAG_LEN or (n_chunks > 1 and last == AEAD_TAG_LEN):
         raise ProtocolError(ErrorCode.AUTH_FAILED, f"a {total}-byte body cannot be a sealed body (chunks of {CHUNK_SIZE} + 16-byte tags)")
-    plain = bytearray(total - n_chunks * AEAD_TAG_LEN)
+    size = total - n_chunks * AEAD_TAG_LEN
+    # Every byte is written by a successful decryption (a failure discards the buffer): a large
+    # one is not zeroed first.
+    plain = bytearray(size) if size < DIRECT_SEAL_BYTES else np.empty(size, dtype=np.uint8)
     out = memoryview(plain)
     aad = frame.aad
     seq = frame.header["seq"]
@@ -242,7 +246,7 @@ def open_body(frame: Frame, *, key: bytes, iv: bytes) -> bytearray:
     return plain
 
 
-def parse_inner(plain: bytearray, limits: Limits) -> tuple[Layout, dict, dict]:
+def parse_inner(plain: bytearray | np.ndarray, limits: Limits) -> tuple[Layout, dict, dict]:
     """Manifest and dtype checks of a decrypted body; returns layout, arrays (views), meta."""
     n = len(plain)
     view = memoryview(plain)

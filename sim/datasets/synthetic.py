@@ -138,6 +138,7 @@ def make_synthetic(
     by_count = np.argsort(n_u, kind="stable")
     chunk = max(1, int(chunk_elements // n_items))
     out_users, out_items, out_ratings, out_times = [], [], [], []
+    ids = np.int32 if max(n_users, n_items) < 2**31 else np.int64  # ids while the interactions are drawn
     for lo in range(0, n_users, chunk):
         members = by_count[lo : lo + chunk]
         pref = weights[members].astype(np.float32) @ feats32.T
@@ -159,23 +160,26 @@ def make_synthetic(
         z_sel = (pref[row_c, items_c] - u_mean[users_c]) / u_sd[users_c]
         rating = np.clip(np.rint(2.9 + 0.75 * z_sel + rng.normal(0.0, 0.9, z_sel.size)), 1, 5)
         when = start[users_c] + np.floor(rng.random(z_sel.size) * span[users_c]).astype(np.int64)
-        out_users.append(users_c)
-        out_items.append(items_c)
-        out_ratings.append(rating)
-        out_times.append(when)
+        # Kept compact until the end (ids fit in 32 bits, ratings are small integers): the
+        # interactions are the bulk of the memory at a million users.
+        out_users.append(users_c.astype(ids))
+        out_items.append(items_c.astype(ids))
+        out_ratings.append(rating.astype(np.float32))
+        out_times.append(when.astype(np.int64))
 
-    user_col = np.concatenate(out_users).astype(np.int64)
-    item_col = np.concatenate(out_items).astype(np.int64)
-    time_col = np.concatenate(out_times).astype(np.int64)
+    user_col, item_col, time_col = (_joined(parts) for parts in (out_users, out_items, out_times))
     order = order_by_user_time_item(user_col, time_col, item_col)
-    ratings = pd.DataFrame(
-        {
-            "user": user_col[order],
-            "item": item_col[order],
-            "rating": np.concatenate(out_ratings).astype(np.float32)[order],
-            "timestamp": time_col[order],
-        }
-    )
+    # Each column is put in order and the unordered one dropped before the next; the frame
+    # keeps the arrays as they are (no copy into one block).
+    columns = {}
+    for name, parts, dtype in (("user", user_col, np.int64), ("item", item_col, np.int64), ("rating", out_ratings, np.float32)):
+        values = _joined(parts) if isinstance(parts, list) else parts
+        columns[name] = values[order].astype(dtype, copy=False)
+        del values
+    del user_col, item_col
+    columns["timestamp"] = time_col[order]
+    del time_col, order
+    ratings = pd.DataFrame(columns, copy=False)
     users = pd.DataFrame(
         {
             "gender": gender,
@@ -200,6 +204,13 @@ def make_synthetic(
         f"mean_interactions={mean_interactions}, signal={signal}, p_female={p_female})"
     )
     return Dataset(name="synthetic", ratings=ratings, users=users, items=items, source=source)
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """The parts in one array; the list is emptied so that the parts can be freed."""
+    out = np.concatenate(parts)
+    parts.clear()
+    return out
 
 
 def _standardise(x: np.ndarray) -> np.ndarray:

@@ -344,7 +344,9 @@ def _sample_negatives(
     uniform draw without replacement from the unseen items (every evaluated user has at least
     n unseen items, checked by the caller). Chunked to bound memory.
     """
-    out = np.full((n_users, n_negatives), -1, dtype=np.int64)
+    # Item ids fit in 32 bits: half the memory of these [n_users, n_negatives] tables (the
+    # candidate lists built from them are int64 again, RankingData.candidates).
+    out = np.full((n_users, n_negatives), -1, dtype=np.int32 if n_items < 2**31 else np.int64)
     if eval_users.size == 0 or n_negatives == 0:
         return out
     # Seen matrix rows for the evaluated users only, as a (row, item) list sorted by row, so
