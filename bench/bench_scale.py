@@ -3,6 +3,7 @@
     python bench/bench_scale.py                          # 10k, 100k, 1M users
     python bench/bench_scale.py --users 10000 100000     # some sizes only
     python bench/bench_scale.py --users 1000 --channel plaintext
+    python bench/bench_scale.py --users 1000000 --set batch_size=65536   # a larger BPR-MF batch
 
 Each size runs in a fresh process: one `embeddings --quick --variants transfer` task on the
 in-process runtime, through the same parties, relay, taps and evaluation as `python -m
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
@@ -75,8 +77,15 @@ def child(args: argparse.Namespace) -> dict:
     from sim.world import dataset_of, world
 
     synthetic = {"n_users": args.child, "n_items": args.n_items, "mean_interactions": args.mean_interactions, "signal": 1.0, "seed": 0}
+    options = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
     config = RunConfig(
-        scenario="embeddings", dataset="synthetic", synthetic=synthetic, quick=True, channel=args.channel, variants=["transfer"]
+        scenario="embeddings",
+        dataset="synthetic",
+        synthetic=synthetic,
+        quick=True,
+        channel=args.channel,
+        variants=["transfer"],
+        options=options,
     )
     scenario = config.validate()
     (variant,) = config.select_variants(scenario)
@@ -150,6 +159,7 @@ def main() -> None:
     p.add_argument("--n-items", type=int, default=1200)
     p.add_argument("--mean-interactions", type=float, default=60.0)
     p.add_argument("--channel", default="secure", choices=("secure", "plaintext"))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a party option, as --set of sim.run (JSON value)")
     p.add_argument("--out", default=None, help="scratch directory for the outputs phase (default: the system's)")
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -160,6 +170,7 @@ def main() -> None:
     for n in args.users:
         argv = [sys.executable, __file__, "--child", str(n), "--n-items", str(args.n_items)]
         argv += ["--mean-interactions", str(args.mean_interactions), "--channel", args.channel]
+        argv += [f"--set={item}" for item in args.set]
         if args.out:
             argv += ["--out", args.out]
         wall = time.perf_counter()
@@ -169,11 +180,23 @@ def main() -> None:
             continue
         rows.append({**json.loads(done.stdout.strip().splitlines()[-1]), "process_seconds": round(time.perf_counter() - wall, 1)})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress: sizes can take long
+    # Growth exponent of each phase between consecutive sizes (CPU time): 1 = linear, 2 = quadratic.
+    done = [r for r in rows if "phases" in r]
+    growth = {}
+    for a, b in zip(done, done[1:]):
+        ratio = math.log(b["users"] / a["users"])
+        growth[f"{a['users']}->{b['users']}"] = {
+            phase: round(math.log(max(b["phases"][phase]["cpu_seconds"], 1e-3) / max(a["phases"][phase]["cpu_seconds"], 1e-3)) / ratio, 2)
+            for phase in b["phases"]
+            if phase in a["phases"]
+        }
     print(
         json.dumps(
             {
                 "benchmark": "scale",
+                "cpu_growth_exponents": growth,
                 "scenario": "embeddings --quick --variants transfer (synthetic data, in-process runtime)",
+                "options": args.set,
                 "channel": args.channel,
                 "n_items": args.n_items,
                 "mean_interactions": args.mean_interactions,

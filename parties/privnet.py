@@ -6,8 +6,11 @@ target network. What crosses, and why (every arrow is an envelope the eavesdropp
 
   training step b (driven by the target, one pass over its examples per epoch):
     target -> source  request{op: transfer, step: b} users_b       which users' x_trans it needs
-    source -> target  artifact{kind: x_trans_batch} x_trans[users_b]   after the attacker update
+    source -> target  artifact{kind: x_trans_batch} x_trans[users_b]
     target -> source  gradient{step: b} dL_T/dx_trans[users_b]     so the source learns from L_T
+    (the source then updates its attacker, Algorithm 1 lines 1-3, and its own network, line 4)
+  with an exchange interval K (`exchange_interval`), the same three messages carry K steps
+  (users, x_trans and gradients one step after another, `counts` per step): fewer round trips.
   end of epoch e:
     target -> source  request{op: release, purpose: valid}
     source -> target  artifact{kind: user_representation, artifact: x_trans@e}   all users
