@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import cross_val_predict
+from threadpoolctl import threadpool_limits
 
 from models.data import NO_ITEM, RankingData, UserAttributes
 from sim.datasets import (
@@ -388,20 +389,28 @@ def _attribute_auc(ds: Dataset, attribute: str) -> float:
     y = ds.users[attribute].to_numpy()
     if attribute == "age_group":
         y = (y == 2).astype(int)  # over 45 vs the rest
-    proba = cross_val_predict(LogisticRegression(C=0.1, max_iter=2000), x, y, cv=5, method="predict_proba")[:, 1]
+    with threadpool_limits(limits=1):  # a BLAS pool on a busy machine spins for nothing
+        proba = cross_val_predict(LogisticRegression(C=0.1, max_iter=2000), x, y, cv=5, method="predict_proba")[:, 1]
     return float(roc_auc_score(y, proba))
 
 
 def test_synthetic_planted_signal_is_detectable() -> None:
-    kwargs = dict(n_users=800, n_items=300, mean_interactions=50, seed=0)
-    strong = make_synthetic(signal=2.0, **kwargs)
-    none = make_synthetic(signal=0.0, **kwargs)
-    assert _attribute_auc(strong, "gender") > 0.75
-    assert _attribute_auc(strong, "age_group") > 0.7
-    assert abs(_attribute_auc(none, "gender") - 0.5) < 0.08
-    assert abs(_attribute_auc(none, "age_group") - 0.5) < 0.08
-    # The users are the same people in both (attributes do not depend on the signal).
-    pd.testing.assert_frame_equal(strong.users, none.users)
+    """Over five data seeds: the planted signal is found in every one, and without it the
+    attacker is at chance on average. Thresholds from seeds 0-9 (and 100-104 with two BLAS
+    threads): with signal 2, gender AUC 0.92 (SD 0.02, min 0.89) and age AUC 0.86 (SD 0.03,
+    min 0.82), so 0.75 and 0.7 are over 4 SD below; with signal 0, the AUCs have SD 0.04
+    around 0.50, so the mean of five has SD 0.018 and 0.06 is over 3 SD."""
+    strong, null = [], []
+    for seed in range(5):
+        kwargs = dict(n_users=800, n_items=300, mean_interactions=50, seed=seed)
+        with_signal, without = make_synthetic(signal=2.0, **kwargs), make_synthetic(signal=0.0, **kwargs)
+        strong.append([_attribute_auc(with_signal, a) for a in ("gender", "age_group")])
+        null.append([_attribute_auc(without, a) for a in ("gender", "age_group")])
+        # The users are the same people in both (attributes do not depend on the signal).
+        pd.testing.assert_frame_equal(with_signal.users, without.users)
+    strong, null = np.array(strong), np.array(null)
+    assert strong[:, 0].min() > 0.75 and strong[:, 1].min() > 0.7, strong
+    assert np.all(np.abs(null.mean(axis=0) - 0.5) < 0.06), null
 
 
 # --------------------------------------------------------------------------------------------
@@ -619,9 +628,10 @@ def test_split_determinism_on_synthetic() -> None:
     a, b, c = (split_domains(ds, seed=s) for s in (0, 0, 1))
     _check_split(a, ds)
     for name in ("source", "target"):
-        # Users with too few unseen items for 99 negatives are not evaluated, and are counted.
+        # Users with too few unseen items for 99 negatives are not evaluated, and are counted
+        # (58 in the source and 23 in the target of this data).
         part = a.description[name]
-        assert part["eval_users"] > 250 and part["skipped_few_unseen"] >= 0
+        assert part["eval_users"] > 250 and part["skipped_few_unseen"] > 0
         data = getattr(a, name)
         evaluated = data.test_items != NO_ITEM
         pos = np.bincount(data.train_users, minlength=400) + 2 * evaluated
