@@ -109,6 +109,69 @@ def curves_png(results: dict[str, Any], threat: str = "receiver", attribute: str
     return _png(fig)
 
 
+def _numeric_axis(variants: list[dict[str, Any]]) -> str | None:
+    """The variant parameter that takes three or more numeric values (e.g. a privacy budget)."""
+    for key in variants[0].get("params", {}) if variants else ():
+        values = {v["params"].get(key) for v in variants}
+        if len(values) >= 3 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values):
+            return key
+    return None
+
+
+def _lines(variants: list[dict[str, Any]], axis: str) -> dict[str, list[dict[str, Any]]]:
+    """Variants by the values of their other parameters (one line each), sorted along `axis`."""
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for v in variants:
+        label = ",".join(f"{k}={x}" for k, x in v["params"].items() if k != axis) or v["name"]
+        lines.setdefault(label, []).append(v)
+    return {k: sorted(vs, key=lambda v: v["params"][axis]) for k, vs in lines.items()}
+
+
+def _errorline(ax, xs, stats, **kw) -> None:
+    pts = [(x, s["mean"], s.get("ci95") or 0.0) for x, s in zip(xs, stats) if s and s.get("mean") is not None]
+    if pts:
+        x, y, e = zip(*pts)
+        ax.errorbar(x, y, yerr=e, capsize=2, marker=kw.pop("marker", "o"), **kw)
+
+
+def axis_png(results: dict[str, Any]) -> str | None:
+    """Utility (as a ratio to each variant's reference where there is one: ΔMAE) and headline
+    leakage against a numeric variant parameter, one line per value of the other parameters;
+    then the headline utility of each user group against it."""
+    variants = [v for v in results["variants"] if v.get("params")]
+    axis = _numeric_axis(variants)
+    if axis is None:
+        return None
+    head = results["scenario"]["headline"]
+    metric, leak = head["utility"], head["leakage"]
+    lines = _lines(variants, axis)
+    groups = sorted({g for v in variants for g in v.get("utility_groups", {})})
+    fig, axes = plt.subplots(1, 1 + len(lines) * bool(groups), figsize=(6 + 4 * len(lines) * bool(groups), 4.5), squeeze=False)
+    ax, right = axes[0][0], axes[0][0].twinx()
+    relative = any("relative_to_reference" in v for v in variants)
+    for i, (label, vs) in enumerate(lines.items()):
+        xs = [v["params"][axis] for v in vs]
+        ratio = [(v.get("relative_to_reference") or {}).get(metric) or ({"mean": 1.0} if "paired" not in v else None) for v in vs]
+        _errorline(ax, xs, ratio if relative else [v["utility"].get(metric) for v in vs], color=f"C{i}", label=f"{label}: {metric}")
+        auc = [dig(v["leakage"], leak["threat"], leak["attack"], *leak["path"]) for v in vs]
+        _errorline(right, xs, auc, color=f"C{i}", linestyle="--", marker="x", label=f"{label}: leakage")
+    ax.set_xlabel(axis)
+    ax.set_ylabel(f"{metric} / {metric} of the reference" if relative else metric)
+    right.set_ylabel(f"{' '.join(leak['path'])} ({leak['threat']}, {leak['attack']}), dashed")
+    ax.set_title(f"utility and leakage against {axis} (mean ± 95% CI)")
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7)
+    for j, (label, vs) in enumerate(lines.items() if groups else ()):
+        gx = axes[0][j + 1]
+        for k, g in enumerate(groups):
+            _errorline(gx, [v["params"][axis] for v in vs], [dig(v, "utility_groups", g, metric) for v in vs], color=f"C{k + 3}", label=g)
+        gx.set_xlabel(axis)
+        gx.set_ylabel(f"{metric} of the group")
+        gx.set_title(label)
+        gx.legend(fontsize=7)
+    return _png(fig)
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     out = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
     out += "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
@@ -138,6 +201,7 @@ the party received) and attacker chosen by cross-validation on public users, <i>
 {_table(header, rows)}
 {_img(tradeoff_png([(scen["name"], results)]), "privacy-utility trade-off")}
 {_img(curves_png(results), "per-release leakage")}
+{_img(axis_png(results), "utility and leakage against a variant parameter")}
 {groups}
 </body></html>
 """
