@@ -194,7 +194,8 @@ class RayRuntime(Runtime):
             loads = {
                 spec.name: self.actors[spec.name].load.remote(spec.name, spec.factory, spec.config, self.torch_threads) for spec in specs
             }
-            return self._await_ready(loads, "start")
+            # The actors build their parties at once on the same cores: allow the time per pair of parties.
+            return self._await_ready(loads, "start", timeout=self.start_timeout * max(1.0, len(specs) / 2))
         except BaseException:
             self._tainted = True
             self.stop()
@@ -229,18 +230,19 @@ class RayRuntime(Runtime):
                 "or fix --placement"
             )
 
-    def _await_ready(self, refs_by_name: dict[str, Any], step: str) -> dict[str, bytes]:
+    def _await_ready(self, refs_by_name: dict[str, Any], step: str, timeout: float | None = None) -> dict[str, bytes]:
         """Wait for the actors' info (from load() or info()); record where each one runs;
         return each one's public key."""
         refs = {ref: name for name, ref in refs_by_name.items()}
         public: dict[str, bytes] = {}
-        ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=self.start_timeout)
+        timeout = self.start_timeout if timeout is None else timeout
+        ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
         if pending:
             late = sorted(refs[r] for r in pending)
             where = "; ".join(f"{n} needs resource {self.placement[n]!r}" for n in late if n in self.placement)
             raise RunError(
                 f"party {late[0]!r} failed at step {step!r}: its actor was not ready within "
-                f"{self.start_timeout:g}s (not ready: {', '.join(late)}). The cluster may lack free "
+                f"{timeout:g}s (not ready: {', '.join(late)}). The cluster may lack free "
                 f"resources{': ' + where if where else ''}, or building the party is slow "
                 "(RayRuntime(start_timeout=...))"
             )
