@@ -71,7 +71,7 @@ class AdversarialBPRScenario(Scenario):
     grid = Grid(
         axes=(Axis("lambda", "lam", LAMBDAS), Axis("size", "dim", SIZES, parse=int)),
         options={"mode": "transfer"},
-        extras=(Variant("target-only", {"transfer": False}, {"mode": "target-only"}),),
+        extras=(Variant("target-only", {}, {"mode": "target-only"}),),  # no λ, no size: outside the grid
     )
     reference = "lambda=0 at the same size"
     utility = RankingUtility(headline=SOURCE_UTILITY)
