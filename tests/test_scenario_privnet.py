@@ -1,13 +1,10 @@
 """PrivNet across two parties: the same computation as the single-process reference loop,
 driven only by protocol messages."""
 
-from functools import lru_cache
-
 import numpy as np
 import pytest
 from run_helpers import run_inline
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
+from test_models import PRIVNET, PRIVNET_SEEDS, cross_domain_data, hr10, leak, privnet_reference
 
 from attacks.tap import Eavesdropper, load_artifact
 from models.data import UserAttributes
@@ -17,7 +14,7 @@ from parties.privnet import PrivNetSourceParty, PrivNetTargetParty
 from sim.coordinator import Relay
 from sim.runtimes.base import PartySpec
 from sim.runtimes.inproc import InprocRuntime
-from sim.scenarios import get_scenario
+from sim.scenarios import Outcome, get_scenario
 from sim.world import world
 
 OPTIONS = {
@@ -68,6 +65,7 @@ def test_parties_reproduce_the_reference_loop(synthetic_config, tmp_path):
     np.testing.assert_allclose(released.arrays["x_trans"], x[released.user_ids], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_every_variant_runs_and_only_transfers_are_attackable(synthetic_config):
     config = synthetic_config("privnet", variants=["lambda=0", "ldp", "blurme", "target-only"], quick=True)
     result = run_inline(config)
@@ -86,61 +84,49 @@ def test_every_variant_runs_and_only_transfers_are_attackable(synthetic_config):
     assert not any(line["type"] == "artifact" for line in only.transcript)
 
 
-def test_blurme_dummies_leak_to_an_adaptive_attacker(synthetic_config):
-    """BlurMe's dummy items come from the *other* gender's list, which an attacker trained on
-    defended artifacts reads as a signal: leakage must not fall below the undefended run's."""
-    config = synthetic_config("privnet", variants=["lambda=0", "blurme"], quick=True)
-    runs = {r.variant.name: r for r in run_inline(config).runs}
-    auc = {n: r.attacks["receiver"]["attribute"]["gender"]["worst_case"]["metrics"]["auc"] for n, r in runs.items()}
-    assert auc["blurme"] > auc["lambda=0"]
-    assert auc["blurme"] > 0.65
-
-
 @pytest.mark.slow
-def test_adversary_lowers_leakage_on_planted_signal(synthetic_config):
-    """Through the parties and the protocol: lambda = 1 against lambda = 0 on synthetic data with
-    a strongly planted gender signal. The attacker gets 5 updates per step at lr 1e-2
-    (`adv_steps`, `adv_lr`): with the paper's single step the objective can flip the attribute
-    instead of removing it on small data (see the scenario's notes)."""
-    options = {
-        "dim": 32,
-        "hidden": [32, 16],
-        "adv_hidden": [32],
-        "epochs": 6,
-        "patience": 3,
-        "batch_size": 128,
-        "lr": 2e-3,
-        "adv_steps": 5,
-        "adv_lr": 1e-2,
-    }
-    synthetic = {"n_users": 1000, "n_items": 300, "mean_interactions": 60, "signal": 3.0, "seed": 0}
-    config = synthetic_config("privnet", variants=["lambda=0", "lambda=1"], options=options, quick=False, synthetic=synthetic)
-    runs = {r.variant.name: r for r in run_inline(config).runs}
-    auc = {n: r.attacks["receiver"]["attribute"]["gender"]["worst_case"]["metrics"]["auc"] for n, r in runs.items()}
-    assert auc["lambda=0"] > 0.62  # the undefended representation leaks
-    assert auc["lambda=1"] < auc["lambda=0"] - 0.03
-    # and the defense costs little utility
-    assert runs["lambda=1"].utility["HR@10"] > runs["lambda=0"].utility["HR@10"] - 0.03
+def test_blurme_dummies_leak_to_an_adaptive_attacker(synthetic_config):
+    """User-side BlurMe: every user adds 5 dummy items from the items most indicative of the
+    *other* gender, chosen with their own gender. On data whose interactions carry no gender
+    signal (signal 0) the undefended x_trans tells the receiver nothing about gender, and an
+    attacker trained on public users' *defended* x_trans reads the dummies: the defense creates
+    the leak it is meant to hide.
+
+    Measured (worst case over the receiver's releases, gender ROC-AUC) per seed, seeds 0-7 with
+    one torch thread and 100-103 with two (12 runs): lambda = 0 mean 0.516, SD 0.056 (range
+    0.40-0.59); BlurMe 0.715, SD 0.036 (0.64-0.77); BlurMe minus lambda = 0 0.199, SD 0.070
+    (0.10-0.33). One seed sits under 2 SD from such thresholds, so three run here and the means
+    are asserted (SD / sqrt(3)): 0.62 is 3.2 SD above lambda = 0's, 0.65 3.1 SD below BlurMe's,
+    and a gap of 0.08 3.0 SD below the measured one."""
+    options = {"dim": 16, "hidden": [16], "adv_hidden": [16], "epochs": 4, "patience": 4, "lr": 5e-3, "max_steps_per_epoch": 40}
+    synthetic = {"n_users": 1000, "n_items": 300, "mean_interactions": 60, "signal": 0.0, "seed": 0}
+    config = synthetic_config(
+        "privnet", variants=["lambda=0", "blurme"], options=options, quick=False, synthetic=synthetic, seeds=[0, 1, 2]
+    )
+    result = run_inline(config)
+    auc = {name: [] for name in ("lambda=0", "blurme")}
+    for run in result.runs:
+        auc[run.variant.name].append(run.attacks["receiver"]["attribute"]["gender"]["worst_case"]["metrics"]["auc"])
+        if run.variant.name == "blurme":
+            assert run.details["source"]["defense"]["dummies_added"] > 0
+    plain, blurred = np.array(auc["lambda=0"]), np.array(auc["blurme"])
+    assert plain.size == blurred.size == 3
+    assert plain.mean() < 0.62, auc  # nothing to find without the dummies
+    assert blurred.mean() > 0.65, auc
+    assert (blurred - plain).mean() > 0.08, auc
 
 
 # ------------------------------------------------------------------------------------------
-# Through the parties on data where transfer must help: test_models' cross-domain set
-# (a planted binary attribute; half the users cold in the target domain)
+# Through the parties on data where transfer must help: test_models' cross-domain set (a
+# planted binary attribute; half the users cold in the target domain: only a test item)
 # ------------------------------------------------------------------------------------------
 
 _PLAINTEXT = {"suite": "plaintext", "session_seed": b"privnet/cold".hex()}
 
 
-@lru_cache(maxsize=1)
-def _cold_data() -> dict:
-    from test_models import cross_domain
-
-    return cross_domain.__wrapped__()
-
-
 def build_cold_party(config: dict):
     """Party factory (`test_scenario_privnet:build_cold_party`) on the cold-target data."""
-    data, options = _cold_data(), {**config["options"], "seed": 0}
+    data, options = cross_domain_data(), config["options"]
     channel = ChannelConfig.from_json(_PLAINTEXT)
     if config["role"] == "source":
         attributes = UserAttributes(gender=data["labels"]["gender"], age_group=data["labels"]["age_group"])
@@ -148,22 +134,12 @@ def build_cold_party(config: dict):
     return PrivNetTargetParty(channel, data["target"], options)
 
 
-def _run_cold(variant_name: str, **extra) -> tuple[float, np.ndarray | None]:
-    """(test HR@10, released x_trans of every user or None) of one variant through the parties."""
+def _run_cold(variant_name: str, seed: int, **extra) -> tuple[Outcome, np.ndarray | None]:
+    """(outcome, released x_trans of every user or None) of one variant through the parties,
+    with test_models' reference-loop settings."""
     scenario = get_scenario("privnet")
     (variant,) = [v for v in scenario.variants(False) if v.name == variant_name]
-    options = {
-        "dim": 32,
-        "hidden": [32, 16],
-        "adv_hidden": [32],
-        "window": 5,
-        "batch_size": 64,
-        "lr": 1e-2,
-        "epochs": 15,
-        "patience": 5,
-        **extra,
-        **variant.options,
-    }
+    options = {**{k: list(v) if isinstance(v, tuple) else v for k, v in PRIVNET.items()}, "seed": seed, **extra, **variant.options}
     runtime = InprocRuntime()
     runtime.start(
         [PartySpec(role, "test_scenario_privnet:build_cold_party", {"role": role, "options": options}) for role in ("source", "target")]
@@ -175,26 +151,40 @@ def _run_cold(variant_name: str, **extra) -> tuple[float, np.ndarray | None]:
     finally:
         runtime.stop()
     released = receiver.artifacts().get("x_trans")
-    x = None if released is None else released.features_for(np.arange(len(_cold_data()["public"])), "x_trans")
-    return outcome.utility["HR@10"], x
+    x = None if released is None else released.features_for(np.arange(len(cross_domain_data()["public"])), "x_trans")
+    return outcome, x
 
 
-def test_through_the_parties_transfer_helps_cold_users_and_the_adversary_hides_the_attribute():
-    """The issue's synthetic check end to end: protocol messages only, the released x_trans
-    attacked as the target receives it (a logistic regression fitted on public users)."""
-    data = _cold_data()
-    hr_plain, x_plain = _run_cold("lambda=0", adv_steps=0)
-    hr_private, x_private = _run_cold("lambda=1", adv_steps=5, adv_lr=1e-2)
-    hr_alone, x_alone = _run_cold("target-only")
-    assert x_alone is None  # nothing is released without transfer
-    assert hr_plain > hr_alone + 0.1, (hr_plain, hr_alone)  # measured 0.690 vs 0.488
+@pytest.mark.slow
+def test_through_the_parties_transfer_helps_cold_users_as_in_the_reference_loop():
+    """The issue's synthetic check end to end: protocol messages only, the released x_trans as
+    the target receives it. Without the adversary, with it (lam = 1, 5 attacker steps at lr
+    1e-2) and for the target alone, the parties compute exactly what the reference loop of
+    tests/test_models.py computes with the same seed, so the claims test_models makes over
+    several seeds (the adversary lowers the leak; the private transfer still helps cold users
+    a little) hold for them. The effects that are large for every seed are asserted here."""
+    data, seed = cross_domain_data(), PRIVNET_SEEDS[0]
+    runs = {
+        "plain": _run_cold("lambda=0", seed),
+        "private": _run_cold("lambda=1", seed, adv_steps=5, adv_lr=1e-2),
+        "alone": _run_cold("target-only", seed),
+    }
+    for name, (outcome, x) in runs.items():
+        reference = privnet_reference(name, seed)
+        assert outcome.details["best_epoch"] == reference.report.best_epoch, name
+        assert outcome.utility["HR@10"] == pytest.approx(hr10(reference, data, cold_only=False), abs=1e-12), name
+        if reference.x is None:
+            assert x is None, name  # nothing is released without transfer
+        else:
+            np.testing.assert_allclose(x, reference.x, rtol=0, atol=1e-6, err_msg=name)
 
-    def leak(x: np.ndarray) -> float:
-        pub, y = data["public"], data["attribute"]
-        clf = LogisticRegression(max_iter=2000).fit(x[pub], y[pub])
-        return float(roc_auc_score(y[~pub], clf.predict_proba(x[~pub])[:, 1]))
+    def cold(name: str) -> float:
+        per_user = runs[name][0].per_user
+        return float(per_user["HR@10"][data["cold"][per_user["users"]]].mean())
 
-    leak_plain, leak_private = leak(x_plain), leak(x_private)
-    assert leak_plain > 0.75, leak_plain
-    assert leak_private < leak_plain - 0.08, (leak_plain, leak_private)  # measured 0.821 -> 0.703
-    assert hr_private > hr_alone, (hr_private, hr_alone)  # measured 0.523 vs 0.488
+    # Cold users: HR@10 with the source's x_trans minus the target alone's. Measured per seed
+    # (seeds 0-9 with 1 thread, 100-104 with 2): mean 0.44, SD 0.042, range 0.38-0.52.
+    assert cold("plain") > cold("alone") + 0.25, (cold("plain"), cold("alone"))
+    # What the target received leaks the planted attribute without the adversary. Measured per
+    # seed (same 15 seeds): mean 0.855, SD 0.07, range 0.71-0.98; 0.62 is 3.4 SD below.
+    assert leak(runs["plain"][1], data["attribute"]) > 0.62
