@@ -20,6 +20,7 @@ from sim.world import world
 OPTIONS = {
     "dim": 16,
     "hidden": [16, 8],
+    "activation": "sigmoid",  # the paper's reading (not the default): both activations run through the parties
     "adv_hidden": [16],
     "epochs": 3,
     "patience": 1,
