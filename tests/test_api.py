@@ -71,6 +71,12 @@ def test_report_rerenders_and_overlays(two_runs, tmp_path, capsys):
     assert report_main([str(emb.run_dir), str(priv.run_dir), "--out", str(out)]) == 0
     overlay = out.read_text()
     assert "2 runs on one frontier" in overlay and "lambda=1" in overlay and "target-only" in overlay
+    capsys.readouterr()
+    assert report_main([str(priv.run_dir), "--markdown"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| variant | HR@10 |") and table[1].startswith("|---|")
+    names = [row.split(" | ")[0].lstrip("| ") for row in table[2:]]
+    assert set(names) >= {v["name"] for v in priv.results["variants"]}
     with pytest.raises(SystemExit):
         report_main([str(tmp_path / "nothing-here")])
     assert "has no results.json" in capsys.readouterr().err
