@@ -18,7 +18,7 @@ Flow (every arrow is one or more envelopes; see protocol/PROTOCOL.md §14):
 | 5 | recommender -> requester | artifact (`recommendation_lists`) | `user_ids` int64 [n], `items` int64 [n, k] | each user's top-k list, best first (-1 pads a short list): the artifact attacked |
 | 6 | requester -> coordinator | ack (`absorb`) | - | the lists are complete; the set-up's counts |
 | 7 | coordinator -> recommender | control (`utility`) | - | score what was served |
-| 8 | recommender -> coordinator | report (`utility`) | `users`, `HR@100`, `member` per user | HR@100 of members and of non-members |
+| 8 | recommender -> coordinator | report (`utility`) | `users`, `HR@100` per user | HR@100 of members and of non-members (aggregates; no member flag) |
 
 A wire eavesdropper sees all of it; on the secure suite only header fields and sizes, which
 are the same for every user (fixed-length lists, one artifact).
@@ -115,7 +115,9 @@ class RecommenderParty(Party):
             type="report",
             sender=self.name,
             receiver=COORDINATOR,
-            arrays={"users": users, f"HR@{K}": hit, "member": member.astype(np.float64)},
+            # No per-user member flag: the evaluation knows the split, and on a plaintext channel
+            # the wire would read the secret here (aggregates per group only, in meta).
+            arrays={"users": users, f"HR@{K}": hit},
             meta={"op": "utility", "utility": utility, "served": {"members": int(member.sum()), "nonmembers": int((~member).sum())}},
             reply_to=msg.seq,
             round=msg.round,

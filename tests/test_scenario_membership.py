@@ -112,6 +112,7 @@ def test_flow_requester_gets_shuffled_lists_the_wire_sees_nothing(tmp_path):
     assert setup["target_members"] == split.target_members.size and "attacker_knowledge" in setup
     assert task.details["service"]["algorithm"] == "item" and task.details["service"]["users"] == split.target_members.size
     users = task.per_user["users"]
+    assert set(task.per_user) == {"users", "HR@100"}  # no member flag crosses, not even to the coordinator
     assert sorted(users.tolist()) == split.target_users.tolist() and not np.array_equal(users, np.sort(users))  # shuffled
 
 
