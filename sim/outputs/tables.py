@@ -83,7 +83,7 @@ def summary_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for v in variants:
         row = [v["name"], *(fmt(v["utility"].get(k)) for k in utility_keys), *(fmt(dig(v["leakage"], *path)) for _, path in leaks)]
-        if reference:
+        if paired_any:
             paired = v.get("paired") or {}
             same = v["name"] == reference
             row += [
@@ -102,7 +102,7 @@ def summary_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             "wire gender AUC": fmt(dig(base, "gender", "baseline", "auc")),
         }
         rows.append(
-            ["no-artifact baseline", *("" for _ in utility_keys), *(baseline.get(t, "") for t, _ in leaks)] + [""] * (2 if reference else 0)
+            ["no-artifact baseline", *("" for _ in utility_keys), *(baseline.get(t, "") for t, _ in leaks)] + [""] * (2 if paired_any else 0)
         )
     return header, rows
 
