@@ -225,10 +225,24 @@ class Party:
             type=type,
             sender=self.name,
             receiver=to.sender,
-            meta={"op": to.meta.get("op", to.type), **meta},
+            meta=without_wall_clock({"op": to.meta.get("op", to.type), **meta}),
             reply_to=to.seq,
             round=to.round,
         )
+
+
+WALL_CLOCK_KEYS = frozenset({"seconds", "train_seconds"})
+
+
+def without_wall_clock(meta: Any) -> Any:
+    """`meta` without wall-clock timings (at any depth): what a party sends must depend on the
+    seed alone, so that a rerun or another runtime gives the same bytes (transcripts hold each
+    envelope's SHA-256). A run's wall time is recorded by the engine, per task."""
+    if isinstance(meta, dict):
+        return {k: without_wall_clock(v) for k, v in meta.items() if k not in WALL_CLOCK_KEYS}
+    if isinstance(meta, list):
+        return [without_wall_clock(v) for v in meta]
+    return meta
 
 
 FOLD_COMPACT_ROWS = 1 << 16  # folded rows held before they are reduced to one per user
