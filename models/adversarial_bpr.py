@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bprmf import BPRMF
+from .bprmf import BPRMF, bpr_batch_terms
 from .data import RankingData
 from .metrics import ranking_metrics
 from .training import EarlyStopping, PairIndex, Stopwatch, TrainReport, minibatches, numpy_rng, sample_negatives, torch_generator
@@ -160,13 +160,7 @@ def train_adversarial_bpr(
             u = torch.from_numpy(users_all[idx])
             i = torch.from_numpy(items_all[idx])
             j = torch.from_numpy(neg_all[idx])
-            p = model.user_repr(u)
-            qi, qj = model.item_emb[i], model.item_emb[j]
-            bi, bj = model.item_bias[i], model.item_bias[j]
-            loss = -F.logsigmoid((p * (qi - qj)).sum(-1) + bi - bj).mean()
-            reg = (
-                model.user_emb[u].square().sum() + qi.square().sum() + qj.square().sum() + bi.square().sum() + bj.square().sum()
-            ) / idx.size
+            p, loss, reg = bpr_batch_terms(model, u, i, j)
             adv = p.new_zeros(())
             logits = readouts(reverse_gradient(p, lam))
             for name, z in logits.items():

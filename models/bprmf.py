@@ -123,6 +123,18 @@ def _evaluate(model: BPRMF, data: RankingData, split: str, k: int = 10) -> dict[
     return ranking_metrics(model.score(users, cands), k)
 
 
+def bpr_batch_terms(model: BPRMF, u: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One batch of (user, positive, negative) triples: the user representations p, the BPR loss
+    (mean over the batch) and the L2 term of the embeddings and biases the batch touches (per
+    example)."""
+    p = model.user_repr(u)
+    qi, qj = model.item_emb[i], model.item_emb[j]
+    bi, bj = model.item_bias[i], model.item_bias[j]
+    loss = -F.logsigmoid((p * (qi - qj)).sum(-1) + bi - bj).mean()
+    reg = (model.user_emb[u].square().sum() + qi.square().sum() + qj.square().sum() + bi.square().sum() + bj.square().sum()) / u.shape[0]
+    return p, loss, reg
+
+
 def train_bprmf(
     data: RankingData,
     *,
@@ -167,14 +179,7 @@ def train_bprmf(
             u = torch.from_numpy(users_all[idx])
             i = torch.from_numpy(items_all[idx])
             j = torch.from_numpy(neg_all[idx])
-            p = model.user_repr(u)
-            qi, qj = model.item_emb[i], model.item_emb[j]
-            bi, bj = model.item_bias[i], model.item_bias[j]
-            diff = (p * (qi - qj)).sum(-1) + bi - bj
-            loss = -F.logsigmoid(diff).mean()
-            reg = (
-                model.user_emb[u].square().sum() + qi.square().sum() + qj.square().sum() + bi.square().sum() + bj.square().sum()
-            ) / idx.size
+            _, loss, reg = bpr_batch_terms(model, u, i, j)
             if model.feature_map is not None:
                 reg = reg + model.feature_map.square().sum() * (idx.size / users_all.shape[0])
             opt.zero_grad(set_to_none=True)
