@@ -36,17 +36,27 @@ def dig(obj: Any, *path: str) -> Any:
     return obj
 
 
+def _age_attribute(results: dict[str, Any], attack: str) -> str:
+    """The age attribute an attribute attack reports (`age_group`, or e.g. `age_bracket`)."""
+    for v in results["variants"]:
+        for attribute, block in (dig(v["leakage"], "receiver", attack) or {}).items():
+            if attribute.startswith("age") and isinstance(block, dict):
+                return attribute
+    return "age_group"
+
+
 def _leak_columns(results: dict[str, Any]) -> list[tuple[str, tuple[str, ...]]]:
     """(column title, path under a variant's `leakage`) for the scenario's attacks."""
     cols: list[tuple[str, tuple[str, ...]]] = []
     for attack in results["scenario"]["attacks"]:
         name, kind = attack["name"], attack["kind"]
         if kind == "attribute":
+            age = _age_attribute(results, name)
             cols += [
                 ("rcv gender AUC (worst)", ("receiver", name, "gender", "worst_case", "auc")),
                 ("rcv gender AUC (final)", ("receiver", name, "gender", "final", "auc")),
                 ("rcv gender BA", ("receiver", name, "gender", "worst_case", "balanced_accuracy")),
-                ("rcv age AUC (worst)", ("receiver", name, "age_group", "worst_case", "auc")),
+                ("rcv age AUC (worst)", ("receiver", name, age, "worst_case", "auc")),
                 ("wire gender AUC", ("wire", name, "gender", "worst_case", "auc")),
             ]
         elif kind == "membership":
@@ -70,9 +80,10 @@ def _leak_columns(results: dict[str, Any]) -> list[tuple[str, tuple[str, ...]]]:
 def summary_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Variants x (utility, leakage, paired differences to the reference variant)."""
     variants = results["variants"]
-    utility_keys = [k for k in UTILITY_COLUMNS if any(k in v["utility"] for v in variants)]
-    leaks = _leak_columns(results)
     head = results["scenario"]["headline"]
+    shown = dict.fromkeys((head["utility"], *UTILITY_COLUMNS))  # the headline first, once
+    utility_keys = [k for k in shown if any(k in v["utility"] for v in variants)]
+    leaks = _leak_columns(results)
     lead = leaks[0][1] if leaks else None
     reference = results["scenario"].get("reference_variant")
     paired_any = any(v.get("paired") for v in variants)
@@ -94,15 +105,17 @@ def summary_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     if variants and leaks and results["scenario"]["attacks"][0]["kind"] == "attribute":
         name = results["scenario"]["attacks"][0]["name"]
         base = variants[0]["leakage"].get("receiver", {}).get(name, {})
+        age = _age_attribute(results, name)
         baseline = {
             "rcv gender AUC (worst)": fmt(dig(base, "gender", "baseline", "auc")),
             "rcv gender AUC (final)": fmt(dig(base, "gender", "baseline", "auc")),
             "rcv gender BA": fmt(dig(base, "gender", "baseline", "balanced_accuracy")),
-            "rcv age AUC (worst)": fmt(dig(base, "age_group", "baseline", "auc")),
+            "rcv age AUC (worst)": fmt(dig(base, age, "baseline", "auc")),
             "wire gender AUC": fmt(dig(base, "gender", "baseline", "auc")),
         }
         rows.append(
-            ["no-artifact baseline", *("" for _ in utility_keys), *(baseline.get(t, "") for t, _ in leaks)] + [""] * (2 if paired_any else 0)
+            ["no-artifact baseline", *("" for _ in utility_keys), *(baseline.get(t, "") for t, _ in leaks)]
+            + [""] * (2 if paired_any else 0)
         )
     return header, rows
 
