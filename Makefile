@@ -20,13 +20,14 @@ install: $(STAMP)
 
 # torch pinned, in the same resolution as the project: an unpinned torch pulls a multi-GB CUDA
 # build. MovieLens-100K comes from the recbole wheel without its dependencies (they would pin
-# an old Ray). --no-compile: Python compiles what a run imports when it first imports it,
-# instead of pip compiling every module of every package (torch, ray, ...) up front; the
+# an old Ray). pip byte-compiles what it installs: where PYTHONDONTWRITEBYTECODE is set (as on
+# some CI machines) nothing is cached later, and every process of a run (Ray workers, Flower
+# party hosts, --jobs workers) would compile torch, Ray and Flower again from source. The
 # venv's own pip is recent enough (PEP 660 editable installs), so it is not upgraded first.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --no-compile torch==2.13.0 -e '.[test]'
-	$(BIN)/python -m pip install -q --no-compile --no-deps recbole==1.2.1
+	$(BIN)/python -m pip install -q torch==2.13.0 -e '.[test]'
+	$(BIN)/python -m pip install -q --no-deps recbole==1.2.1
 	touch $(STAMP)
 
 demo: $(STAMP)
