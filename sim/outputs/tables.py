@@ -48,9 +48,13 @@ def _age_attribute(results: dict[str, Any], attack: str) -> str:
 def _leak_columns(results: dict[str, Any]) -> list[tuple[str, tuple[str, ...]]]:
     """(column title, path under a variant's `leakage`) for the scenario's attacks."""
     cols: list[tuple[str, tuple[str, ...]]] = []
+    attribute_attacks = 0
     for attack in results["scenario"]["attacks"]:
         name, kind = attack["name"], attack["kind"]
-        if kind == "attribute":
+        if kind == "attribute" and attribute_attacks:  # a second attribute attack: name its columns
+            cols += [(f"{name}: {title}", path) for title, path in _leak_columns({**results, "scenario": {"attacks": [attack]}})]
+        elif kind == "attribute":
+            attribute_attacks += 1
             age = _age_attribute(results, name)
             cols += [
                 ("rcv gender AUC (worst)", ("receiver", name, "gender", "worst_case", "auc")),
@@ -89,7 +93,11 @@ def summary_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     paired_any = any(v.get("paired") for v in variants)
     header = ["variant", *utility_keys, *(title for title, _ in leaks)]
     if paired_any:
-        versus = f" vs {reference}" if reference else " vs reference"
+        references = {v["paired"].get("reference") for v in variants if v.get("paired")}
+        # one reference for every variant is named; per-variant ones (e.g. beta=1 of the same model) are not
+        versus = (
+            f" vs {references.pop()}" if len(references) == 1 else f" vs {reference}" if reference and " " in reference else " vs reference"
+        )
         header += [f"Δ{head['utility']}{versus}", f"Δ{leaks[0][0]}" if leaks else "Δleak"]
     rows = []
     for v in variants:
