@@ -122,7 +122,9 @@ class Node:
     def close(self) -> Closed:
         if not self.link.running():
             return Closed(host_pid=0)
-        return Closed(host_pid=int(self._ask({"op": "exit"})["pid"]))
+        pid = int(self._ask({"op": "exit"})["pid"])
+        self.link.wait_stopped()  # closed means closed: the next run on this node starts a fresh host
+        return Closed(host_pid=pid)
 
     def _ask(self, message: dict[str, Any], *, spawn: HostSettings | None = None) -> dict[str, Any]:
         reap_spawned()

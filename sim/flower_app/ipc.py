@@ -42,6 +42,7 @@ _LENGTH = struct.Struct(">Q")
 MAX_FRAME_BYTES = 1 << 31  # a batch of artifact chunks stays far below this
 SPAWN_TIMEOUT = 60.0  # seconds for a new host to listen
 REQUEST_TIMEOUT = 3600.0  # seconds one request may take inside the host (the coordinator's own limit is lower)
+EXIT_TIMEOUT = 10.0  # seconds a host that was told to exit may take to stop listening
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -192,6 +193,16 @@ class HostLink:
         finish its start-up (a request would wait for its imports)."""
         with self.connect(spawn) as sock:
             return peer_credentials(sock)[0]
+
+    def wait_stopped(self, timeout: float = EXIT_TIMEOUT) -> bool:
+        """Wait until no host listens on this node's socket (a host told to exit replies first,
+        then closes); False if one still does after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.running():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def running(self) -> bool:
         sock = self._try_connect()
