@@ -26,7 +26,8 @@ OPTIONS = {
 }
 
 
-def _reference(w, interval: int):
+def _reference(w, interval: int, **overrides):
+    """The reference loop with the parties' settings (OPTIONS) and exchange interval `interval`."""
     labels = w.attributes.restricted_to(w.public).as_dict()
     return train_privnet_joint(
         w.split.source,
@@ -46,6 +47,7 @@ def _reference(w, interval: int):
         adv_lr=1e-2,
         max_steps_per_epoch=12,
         exchange_interval=interval,
+        **overrides,
     )
 
 
@@ -77,26 +79,7 @@ def test_interval_changes_training_but_one_is_the_step_by_step_algorithm(synthet
     one = transferred_representations(_reference(w, 1)[0], w.split.source.histories())
     four = transferred_representations(_reference(w, 4)[0], w.split.source.histories())
     assert not np.allclose(one, four)
-    labels = w.attributes.restricted_to(w.public).as_dict()
-    joint, *_ = train_privnet_joint(
-        w.split.source,
-        w.split.target,
-        labels,
-        lam=1.0,
-        epochs=2,
-        batch_size=64,
-        lr=5e-3,
-        seed=0,
-        patience=2,
-        dim=16,
-        hidden=(16, 8),
-        activation="sigmoid",
-        adv_hidden=(16,),
-        adv_steps=5,
-        adv_lr=1e-2,
-        max_steps_per_epoch=12,
-        single_graph=True,
-    )
+    joint, *_ = _reference(w, 1, single_graph=True)
     np.testing.assert_allclose(transferred_representations(joint, w.split.source.histories()), one, rtol=0, atol=1e-5)
 
 
