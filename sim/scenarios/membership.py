@@ -89,6 +89,9 @@ class MembershipScenario(Scenario):
     paper = "Membership inference attacks against recommender systems (papers/004)"
     parties = ("recommender", "requester")
     receiver = "requester"
+    # One domain: the cross-domain "overlap" rule does not apply. The members and non-members
+    # come from the scenario's own split (`details.setup` in results.json).
+    population = "all"
     options = (
         Option("target", "item", "the service's algorithm", by_variant=True, choices=ALGORITHMS),
         Option("shadow", "item", "the attacker's shadow algorithm", by_variant=True, choices=ALGORITHMS),
