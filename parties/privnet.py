@@ -42,6 +42,7 @@ from models.privnet import (
     PrivNetTarget,
     UserStream,
     adversary_step,
+    attacker_updates,
     check_interval,
     evaluate_privnet,
     group_transfer,
@@ -104,7 +105,7 @@ class PrivNetSourceParty(SourceParty):
         lr = float(cfg.get("lr", 5e-4))
         # attacker updates per step and its own learning rate: the preset's unless set (0 = unset)
         preset = ADVERSARY_PRESETS[str(cfg.get("adversary", "paper"))]
-        self.adv_steps = int(cfg.get("adv_steps") or 0) or preset["steps"]
+        self.adv_steps = attacker_updates(self.lam, int(cfg.get("adv_steps") or 0) or preset["steps"])
         self.opt = adam(self.net.parameters(), lr)
         self.opt_adv = adam(self.adversary.parameters(), float(cfg.get("adv_lr") or 0) or preset["lr"] or lr)
         histories = data.histories()
@@ -184,10 +185,10 @@ class PrivNetSourceParty(SourceParty):
 
     def _attacker_steps(self) -> None:
         """Algorithm 1, lines 1-3: the simulated attacker learns first, on a public-user batch,
-        before each recommender update of the source. It trains at every lambda (at 0 it only
-        watches), as in the reference loop. (It reads only the source network, which no update
-        touches between a step's transfer and its gradient: for one step at a time it is the
-        same as training it before the transfer.)"""
+        before each recommender update of the source (not at lambda = 0: `attacker_updates`),
+        as in the reference loop. (It reads only the source network, which no update touches
+        between a step's transfer and its gradient: for one step at a time it is the same as
+        training it before the transfer.)"""
         for _ in range(self.adv_steps):
             pub = self.pub_stream.next_batch()
             if pub.size:
@@ -227,7 +228,14 @@ class PrivNetSourceParty(SourceParty):
         if self.best_state is not None:
             restore(self._modules(), self.best_state)
         steps = max(1, self.losses["steps"])
-        return [self.reply(msg, defense=self.defense_info, mean_loss_S=self.losses["S"] / steps, mean_loss_adv=self.losses["adv"] / steps)]
+        return [
+            self.reply(
+                msg,
+                defense=self.defense_info,
+                mean_loss_S=self.losses["S"] / steps,
+                mean_loss_adv=self.losses["adv"] / steps if self.adv_steps else None,
+            )
+        ]
 
 
 class PrivNetTargetParty(TargetParty):

@@ -7,7 +7,7 @@ them during training is exactly two arrays per step:
     target -> source   dL_T/dx_trans [U_b, trans_dim]
 
 One training step of a multi-party run (Algorithm 1 of the paper):
-  source: adversary_step(...) x adv_steps       attacker update on public users (x_trans detached)
+  source: adversary_step(...) x adv_steps       attacker update on public users (x_trans detached; none at lam = 0)
   target: batch = its ExampleStream.next_batch(); users, inv = np.unique(batch.users, return_inverse=True)
   source: x, x_live = transfer_for_step(source, q_hist[users], q_cand[users])   x -> target
   target: loss_T, grad = target_step(target, opt, batch, x, inv)                -> source
@@ -45,6 +45,7 @@ from .loops import evaluate_privnet, public_users_of, train_privnet_joint, train
 from .networks import WINDOW, AttentionUserEncoder, AttributeAdversary, PrivNetSource, PrivNetTarget
 from .steps import (
     adversary_step,
+    attacker_updates,
     check_interval,
     group_transfer,
     recommender_step_joint,
@@ -67,6 +68,7 @@ __all__ = [
     "PrivNetTarget",
     "UserStream",
     "adversary_step",
+    "attacker_updates",
     "check_interval",
     "eval_inputs",
     "evaluate_privnet",

@@ -23,6 +23,7 @@ from .inputs import (
 from .networks import WINDOW, AttributeAdversary, PrivNetSource, PrivNetTarget
 from .steps import (
     adversary_step,
+    attacker_updates,
     check_interval,
     group_transfer,
     recommender_step_joint,
@@ -127,6 +128,7 @@ def train_privnet_joint(
         raise ValueError(f"need adv_steps >= 0 and epochs >= 1; got {adv_steps}, {epochs}")
     if single_graph and exchange_interval != 1:
         raise ValueError("single_graph runs one step at a time: it needs exchange_interval=1")
+    adv_steps = attacker_updates(lam, adv_steps)
     clock = Stopwatch()
     source = PrivNetSource(source_data.n_items, dim, hidden, seed=seed, activation=activation)
     target = PrivNetTarget(target_data.n_items, dim, hidden, trans_dim=source.trans_dim, seed=seed, activation=activation)

@@ -49,6 +49,13 @@ def _labels_tensor(labels: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {k: _as_long(v) for k, v in labels.items()}
 
 
+def attacker_updates(lam: float, steps: int) -> int:
+    """Simulated-attacker updates per recommender step: `steps`, or none at lambda = 0, where
+    the attacker's loss is not in the source's objective and its weights reach nothing the
+    parties compute or send (training it would only cost time: ~40% of a step)."""
+    return steps if lam else 0
+
+
 def adversary_step(
     source: PrivNetSource,
     adversary: AttributeAdversary,
