@@ -30,7 +30,7 @@ FIT_MODES = ("transfer", "target-only", "popularity")
 
 def bpr_options(config: dict) -> dict:
     """The BPR-MF hyperparameters a party takes from its config (same for both roles)."""
-    keys = ("dim", "epochs", "lr", "weight_decay", "batch_size", "patience")
+    keys = ("dim", "epochs", "lr", "weight_decay", "batch_size", "patience", "optimizer")
     return {k: config[k] for k in keys if k in config}
 
 

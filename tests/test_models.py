@@ -238,6 +238,52 @@ def test_bprmf_beats_popularity(clustered: RankingData):
     assert model.user_vectors().shape == (200, 16) and model.user_vectors().dtype == np.float32
 
 
+def test_lazy_adam_updates_only_the_user_rows_a_batch_touches(clustered: RankingData):
+    """Why "lazy-adam" scales: its step reads and writes the batch's user rows only. Dense Adam
+    moves rows a batch did not touch (on their momentum), so each of its steps costs the whole
+    user table."""
+    first, second = torch.tensor([0, 2, 2, 5]), torch.tensor([0])
+    items, negs = torch.tensor([0, 1, 2, 3]), torch.tensor([4, 5, 6, 7])
+
+    def steps(lazy: bool) -> tuple[list[torch.Tensor], bool]:
+        model = BPRMF(8, 8, 4, seed=0, sparse_users=lazy)
+        opt = torch.optim.SparseAdam([model.user_emb], lr=0.1) if lazy else torch.optim.Adam([model.user_emb], lr=0.1)
+        tables, sparse = [model.user_emb.detach().clone()], True
+        for users in (first, second):
+            opt.zero_grad(set_to_none=True)
+            n = len(users)
+            scores = (model.user_repr(users) * (model.item_emb[items[:n]] - model.item_emb[negs[:n]])).sum(-1)
+            (-torch.nn.functional.logsigmoid(scores).mean()).backward()
+            sparse = sparse and model.user_emb.grad.is_sparse
+            opt.step()
+            tables.append(model.user_emb.detach().clone())
+        return tables, sparse
+
+    (start, after_first, after_second), sparse = steps(lazy=True)
+    assert sparse
+    untouched = [1, 3, 4, 6, 7]
+    assert torch.equal(after_second[untouched], start[untouched])  # bitwise: never read, never written
+    assert not torch.equal(after_first[[0, 2, 5]], start[[0, 2, 5]])
+    assert torch.equal(after_second[[2, 5]], after_first[[2, 5]])  # not in the second batch: left alone
+    (start, after_first, after_second), sparse = steps(lazy=False)
+    assert not sparse
+    assert not torch.equal(after_second[[2, 5]], after_first[[2, 5]])  # dense Adam: moved on momentum
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
+        train_bprmf(clustered, optimizer="sgd")
+
+
+def test_lazy_adam_learns_as_well_as_adam(clustered: RankingData):
+    users, cands = clustered.candidates("test")
+    pop = ranking_metrics(popularity_scores(clustered.item_popularity, cands))
+    model, _ = train_bprmf(clustered, dim=16, epochs=30, batch_size=256, seed=0, optimizer="lazy-adam")
+    lazy = ranking_metrics(model.score(users, cands))
+    # Measured over seeds 0-5 (1 thread): HR@10 gain over popularity 0.652, SD 0.004 (dense
+    # Adam: 0.650, SD 0.009); AUC 0.895, SD 0.003. The thresholds of the dense test hold by
+    # > 10 SD.
+    assert lazy["HR@10"] > pop["HR@10"] + 0.3, (lazy, pop)
+    assert lazy["AUC"] > 0.85
+
+
 def test_bprmf_restores_best_weights_and_reports_progress(clustered: RankingData):
     seen = []
     model, report = train_bprmf(

@@ -26,6 +26,13 @@ class EmbeddingsScenario(Scenario):
         Option("lr", 5e-3, "Adam learning rate"),
         Option("weight_decay", 1e-2, "L2 coefficient on the embeddings and biases in a batch"),
         Option("batch_size", 1024, "training pairs per step"),
+        Option(
+            "optimizer",
+            "adam",
+            "adam: every parameter every step (quadratic in the users); lazy-adam: only the user rows "
+            "a batch touches (linear; for 100k+ users; different figures)",
+            choices=("adam", "lazy-adam"),  # models.bprmf.OPTIMIZERS (not imported: torch stays out of --list)
+        ),
         Option("mode", "transfer", "what the target does", by_variant=True, choices=("transfer", "target-only", "popularity")),
     )
     # Only the transfer variant releases anything: the others are the utility floors an
