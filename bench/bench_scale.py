@@ -7,8 +7,8 @@
     python bench/bench_scale.py --set 'optimizer="lazy-adam"'           # BPR-MF linear in the users
 
 With the default dense Adam, BPR-MF's training is quadratic in the users (every step updates
-the whole user table): 1M users do not finish in hours. `optimizer="lazy-adam"` updates only
-the rows a batch touches (models.bprmf.train_bprmf).
+the whole user table): its 1M-user run had not finished after 70 CPU-minutes.
+`optimizer="lazy-adam"` updates only the rows a batch touches (models.bprmf.train_bprmf).
 
 Each size runs in a fresh process: one `embeddings --quick --variants transfer` task on the
 in-process runtime, through the same parties, relay, taps and evaluation as `python -m

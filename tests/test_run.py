@@ -106,7 +106,6 @@ def test_same_seed_same_metrics(synthetic_config):
     assert first == second
 
 
-@pytest.mark.slow
 def test_lazy_adam_option_reaches_both_parties(synthetic_config):
     """`--set optimizer=lazy-adam` trains both parties' BPR-MF with lazy Adam: other figures than
     dense Adam's (it is another optimiser), the same recommender quality within the seed spread."""
@@ -121,6 +120,7 @@ def test_lazy_adam_option_reaches_both_parties(synthetic_config):
         assert abs(d.utility["HR@10"] - z.utility["HR@10"]) < 0.1, (d.utility, z.utility)
 
 
+@pytest.mark.slow
 def test_parallel_jobs_give_the_sequential_results_and_outputs(synthetic_config, tmp_path):
     """--jobs 2: the same figures and transcript lines as one process, in the same order, and
     each worker writes its captures to intercepted/ (secure channel: keys reach the workers)."""
