@@ -14,7 +14,7 @@ with the bytes that remain before anything is read or allocated.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 import cbor2
@@ -42,7 +42,7 @@ def dumps(obj: Any) -> bytes:
         try:
             if not _in_model(obj, 0, set()):
                 return cbor2.dumps(obj)
-        except _Slow:
+        except SlowPath:
             pass
     return cbor2.dumps(obj, canonical=True)
 
@@ -56,8 +56,8 @@ def loads(data: bytes | bytearray | memoryview, *, what: str = "header") -> Any:
     (MALFORMED_HEADER).
     """
     raw = bytes(data)
-    fast = _fast_loads(raw)
-    if fast is not _SLOW:
+    fast = decode_fast(raw, _in_data_model)
+    if fast is not SLOW:
         return fast
     decoder = _Decoder(raw, what)
     obj = decoder.item(0)
@@ -79,11 +79,12 @@ def loads(data: bytes | bytearray | memoryview, *, what: str = "header") -> Any:
     return obj
 
 
-class _Slow(Exception):
-    """A value the fast paths do not handle; the general (strict or canonical) code does."""
+class SlowPath(Exception):
+    """Raised by a fast path's check: a value it does not handle; the general (strict or
+    canonical) code decides."""
 
 
-_SLOW = object()
+SLOW = object()  # what `decode_fast` returns when the strict decoder must decide
 
 
 _SCALARS = frozenset({str, bytes, bool, type(None)})
@@ -101,82 +102,96 @@ def canonical_order(mapping: dict[str, Any]) -> dict[str, Any]:
     return {key: mapping[key] for key in sorted(mapping, key=lambda k: (_text_order(k), k))}
 
 
-def _fast_loads(raw: bytes) -> Any:
-    """What the strict decoder returns for `raw` when `raw` passes every check, else _SLOW.
+def decode_fast(raw: bytes | memoryview, check: Callable[[Any], bool]) -> Any:
+    """What the strict decoder returns for `raw` when `raw` passes every check, else SLOW.
 
     cbor2's C decoder reads the item (it allocates nothing from a claimed length it cannot
-    back with bytes, and bounds nesting); then the value must lie in the data model with the
-    levels of §3.1, no container reached twice (tags 28/29 share values), every map's keys in
-    canonical order (so no duplicate), and its canonical encoding must be `raw` itself. Such
-    bytes are exactly the canonical encoding of a data-model value, which the strict decoder
-    accepts and decodes to the same value; anything else goes to the strict decoder, which
-    finds the error and its code in the order §3.1 states.
+    back with bytes, and bounds nesting); then `check(value)` must show that the value lies in
+    the data model with the levels of §3.1, no container reached twice (tags 28/29 share
+    values) and every map's keys in canonical order (so no duplicate); it returns whether the
+    value holds a float and raises SlowPath otherwise. Last, the value's canonical encoding
+    must be `raw` itself. Such bytes are exactly the canonical encoding of a data-model value,
+    which the strict decoder accepts and decodes to the same value; anything else goes to the
+    strict decoder, which finds the error and its code in the order §3.1 states.
+
+    `check` is the generic walk (`_in_data_model`) or, for a header of a known shape, a check of
+    that shape that proves the same in fewer steps.
     """
     try:
         value = cbor2.loads(raw)
-        kind = type(value)
-        if kind is list or kind is dict:
-            has_float = _in_model(value, 0, set())
-        elif kind in _SCALARS or kind is float or (kind is int and _INT_MIN <= value <= U64_MAX):
-            has_float = kind is float
-        else:
-            return _SLOW
+        has_float = check(value)
         again = cbor2.dumps(value, canonical=True) if has_float else cbor2.dumps(value)
     except Exception:  # any decoding problem or a value outside the model: the strict path
-        return _SLOW
-    return value if again == raw else _SLOW
+        return SLOW
+    return value if again == raw else SLOW
+
+
+def _in_data_model(value: Any) -> bool:
+    """`decode_fast`'s check for any item."""
+    kind = type(value)
+    if kind is list or kind is dict:
+        return _in_model(value, 0, set())
+    if kind in _SCALARS or kind is float or (kind is int and _INT_MIN <= value <= U64_MAX):
+        return kind is float
+    raise SlowPath
+
+
+def holds_float(container: dict | list, level: int) -> bool:
+    """The generic check of `decode_fast` for a container at `level` of the item (raises
+    SlowPath as it does), for shape checks that leave a free-form part (meta) to it."""
+    return _in_model(container, level, set())
 
 
 def _in_model(value: Any, level: int, seen: set[int]) -> bool:
-    """Raise _Slow unless the container `value` (an item at `level`) holds only the data model
+    """Raise SlowPath unless the container `value` (an item at `level`) holds only the data model
     with canonical map key order; True when it holds a float (the plain encoder writes floats
     in full width, so the canonical encoder then checks their form). Kept in one loop: it runs
     for every header a party encodes or decodes."""
     if id(value) in seen:
-        raise _Slow
+        raise SlowPath
     seen.add(id(value))
     child = level + 1
     has_float = False
     if type(value) is dict:
         if value and child > CBOR_MAX_DEPTH:
-            raise _Slow
+            raise SlowPath
         previous_length, previous = -1, ""
         for key, item in value.items():
             if type(key) is not str:
-                raise _Slow
+                raise SlowPath
             # _text_order, inlined
             length = len(key) if key.isascii() else len(key.encode("utf-8"))
             if length < previous_length or (length == previous_length and key <= previous):
-                raise _Slow
+                raise SlowPath
             previous_length, previous = length, key
             kind = type(item)
             if kind in _SCALARS:
                 continue
             if kind is int:
                 if not _INT_MIN <= item <= U64_MAX:
-                    raise _Slow
+                    raise SlowPath
             elif kind is float:
                 has_float = True
             elif kind is list or kind is dict:
                 has_float = _in_model(item, child, seen) or has_float
             else:
-                raise _Slow
+                raise SlowPath
         return has_float
     if value and child > CBOR_MAX_DEPTH:
-        raise _Slow
+        raise SlowPath
     for item in value:
         kind = type(item)
         if kind in _SCALARS:
             continue
         if kind is int:
             if not _INT_MIN <= item <= U64_MAX:
-                raise _Slow
+                raise SlowPath
         elif kind is float:
             has_float = True
         elif kind is list or kind is dict:
             has_float = _in_model(item, child, seen) or has_float
         else:
-            raise _Slow
+            raise SlowPath
     return has_float
 
 

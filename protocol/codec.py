@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import cbor2
+
 from . import cbor
 from .errors import ErrorCode, ProtocolError
 from .message import Message
@@ -102,8 +104,11 @@ def parse_frame(data: bytes | bytearray | memoryview, limits: Limits = _DEFAULT_
     body_offset = PREFIX_LEN + header_len
     if n < body_offset:
         raise ProtocolError(ErrorCode.TRUNCATED, f"envelope ends inside the header ({n} bytes, header needs {body_offset})")
-    header = cbor.loads(view[PREFIX_LEN:body_offset], what="header")
-    _check_header(header, flags, limits)
+    raw = view[PREFIX_LEN:body_offset]
+    header = cbor.decode_fast(raw, _secure_header)
+    if header is cbor.SLOW or bool(flags & FLAG_ENCRYPTED_BODY) != (header["type"] in APPLICATION_TYPES):
+        header = cbor.loads(raw, what="header")
+        _check_header(header, flags, limits)
     total = body_offset + header["body_length"]
     if total > limits.max_envelope_bytes:
         raise ProtocolError(
@@ -162,6 +167,42 @@ def _check_header(header: Any, flags: int, limits: Limits) -> None:
         )
     if suite == "plaintext":
         manifest_entries(header["manifest"], max_arrays=limits.max_arrays)
+
+
+def _secure_header(h: Any) -> bool:
+    """`cbor.decode_fast`'s check for the header every envelope of a session carries: raises
+    SlowPath unless `h` is a secure-suite header with its fields in canonical order that
+    `_check_header` accepts (the flag bit aside, which `parse_frame` compares). Such a header
+    holds only text, bytes, ints in range and null: no float. Anything else, plaintext headers
+    included, goes to the strict decoder and `_check_header`, which name the problem."""
+    if type(h) is not dict or tuple(h) != _SECURE_ORDER:
+        raise cbor.SlowPath
+    version, mtype, sid, sender, receiver = h["version"], h["type"], h["session_id"], h["sender"], h["receiver"]
+    epoch, seq, rnd, reply_to, body_length = h["epoch"], h["seq"], h["round"], h["reply_to"], h["body_length"]
+    if not (
+        type(version) is int
+        and version == WIRE_VERSION
+        and h["suite"] == "secure"
+        and type(mtype) is str
+        and mtype in MESSAGE_TYPES
+        and type(sid) is bytes
+        and len(sid) == SESSION_ID_LEN
+        and type(sender) is str
+        and 0 < len(sender) <= MAX_NAME_LEN
+        and type(receiver) is str
+        and 0 < len(receiver) <= MAX_NAME_LEN
+        and type(epoch) is int
+        and 0 <= epoch <= U32_MAX
+        and type(seq) is int
+        and 0 <= seq <= U64_MAX
+        and type(rnd) is int
+        and 0 <= rnd <= U64_MAX
+        and type(body_length) is int
+        and 0 <= body_length <= U64_MAX
+        and (reply_to is None or (type(reply_to) is int and 0 <= reply_to <= U64_MAX))
+    ):
+        raise cbor.SlowPath
+    return False
 
 
 def _check_field(key: str, kind: str, value: Any) -> None:
@@ -248,7 +289,9 @@ def make_header(
 
 def frame_prefix(header: dict[str, Any], flags: int) -> bytes:
     """magic | version | flags | header length | canonical CBOR header."""
-    raw = cbor.dumps(header)
+    # A secure header (make_header's) holds only text, bytes, ints in range and null, in
+    # canonical key order: the plain encoder writes its canonical bytes without a check walk.
+    raw = cbor2.dumps(header) if header["suite"] == "secure" else cbor.dumps(header)
     if len(raw) > U32_MAX:
         raise ProtocolError(ErrorCode.OVERSIZED, "header longer than 2^32-1 bytes")
     return PREFIX.pack(MAGIC, WIRE_VERSION, flags, len(raw)) + raw

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import cbor2
 import numpy as np
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -24,7 +25,7 @@ from .codec import Frame, check_message, frame_prefix, make_header
 from .errors import ErrorCode, ProtocolError
 from .keys import Identity
 from .message import Message
-from .tensors import Layout, arrays_from_buffer, check_body, manifest_entries, prepare_arrays
+from .tensors import Layout, ManifestEntry, arrays_from_buffer, check_body, manifest_entries, prepare_arrays
 from .wire import (
     AEAD_KEY_LEN,
     AEAD_NONCE_LEN,
@@ -143,6 +144,11 @@ def _gathered(pieces: list[memoryview]) -> memoryview | bytes:
     return out
 
 
+_INNER_KEYS = ("meta", "manifest")  # canonical order
+_INNER_HEAD = b"\xa2" + cbor2.dumps("meta")  # a map of two pairs, then the first key
+_MANIFEST_KEY = cbor2.dumps("manifest")
+
+
 def sealed_body_length(plain_length: int) -> int:
     n = max(1, -(-plain_length // CHUNK_SIZE))
     return plain_length + n * AEAD_TAG_LEN
@@ -158,7 +164,9 @@ def prepare_inner(msg: Message, limits: Limits | None = None, *, checked: bool =
     if not checked:  # the caller ran check_message already
         check_message(msg)
     lay, arrays = prepare_arrays(msg.arrays, limits)
-    inner = cbor.dumps({"meta": cbor.normalize_meta(msg.meta), "manifest": lay.manifest()})  # canonical key order
+    # The canonical CBOR of {"meta": ..., "manifest": ...} (keys in canonical order), written
+    # piece by piece so that the manifest's encoding is the layout's cached one.
+    inner = _INNER_HEAD + cbor.dumps(cbor.normalize_meta(msg.meta)) + _MANIFEST_KEY + lay.manifest_cbor
     if limits is not None and len(inner) > limits.max_header_bytes:
         raise ProtocolError(
             ErrorCode.OVERSIZED,
@@ -261,11 +269,28 @@ def parse_inner(plain: bytearray | np.ndarray, limits: Limits) -> tuple[Layout, 
     start = n - INNER_TRAILER.size - inner_len
     if start < 0:
         raise ProtocolError(ErrorCode.MALFORMED_HEADER, "inner header length points before the start of the body")
-    inner = cbor.loads(view[start : n - INNER_TRAILER.size], what="inner header")
-    if type(inner) is not dict or set(inner) != {"manifest", "meta"} or type(inner["meta"]) is not dict:
-        raise ProtocolError(ErrorCode.MALFORMED_HEADER, "inner header must be a map with exactly 'manifest' and 'meta' (a map)")
-    entries = manifest_entries(inner["manifest"], max_arrays=limits.max_arrays)
-    lay = check_body(entries, view[:start])
+    raw = view[start : n - INNER_TRAILER.size]
+    read: list[list[ManifestEntry]] = []
+
+    def check(value: Any) -> bool:
+        # decode_fast's check of the inner map's shape. A manifest that manifest_entries accepts
+        # holds only lists, text and ints in range; meta is free-form (the generic walk). What
+        # fails here is decided, in the order of §3.1 and §9, by the general path below.
+        if type(value) is not dict or tuple(value) != _INNER_KEYS or type(value["meta"]) is not dict:
+            raise cbor.SlowPath
+        try:
+            read.append(manifest_entries(value["manifest"], max_arrays=limits.max_arrays))
+        except ProtocolError:
+            raise cbor.SlowPath from None
+        return cbor.holds_float(value["meta"], 1)
+
+    inner = cbor.decode_fast(raw, check)
+    if inner is cbor.SLOW:
+        inner = cbor.loads(raw, what="inner header")
+        if type(inner) is not dict or set(inner) != {"manifest", "meta"} or type(inner["meta"]) is not dict:
+            raise ProtocolError(ErrorCode.MALFORMED_HEADER, "inner header must be a map with exactly 'manifest' and 'meta' (a map)")
+        read.append(manifest_entries(inner["manifest"], max_arrays=limits.max_arrays))
+    lay = check_body(read[-1], view[:start])
     return lay, arrays_from_buffer(lay, plain, 0, copy=False), inner["meta"]
 
 

@@ -14,9 +14,10 @@ import json
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
+import cbor2
 import numpy as np
 
 from .errors import ErrorCode, ProtocolError
@@ -38,6 +39,11 @@ class Layout:
 
     def manifest(self) -> list[list[Any]]:
         return [[name, dtype, list(shape)] for name, dtype, shape in self.entries]
+
+    @cached_property
+    def manifest_cbor(self) -> bytes:
+        """The manifest's canonical CBOR, encoded once per layout (layouts are cached)."""
+        return cbor2.dumps(self.manifest())  # lists, text and unsigned ints: the plain encoder is canonical
 
 
 def _sort_key(entry: ManifestEntry) -> tuple[int, str]:

@@ -46,13 +46,13 @@ def test_fast_loads_accepts_only_what_the_strict_decoder_accepts(value, edits):
         if raw:
             raw[pos % len(raw)] = byte
     raw = bytes(raw)
-    fast = pcbor._fast_loads(raw)
+    fast = pcbor.decode_fast(raw, pcbor._in_data_model)
     try:
         strict = _strict(raw)
     except (ProtocolError, AssertionError):
-        assert fast is pcbor._SLOW
+        assert fast is pcbor.SLOW
         return
-    if fast is not pcbor._SLOW:
+    if fast is not pcbor.SLOW:
         assert cbor2.dumps(fast, canonical=True) == cbor2.dumps(strict, canonical=True) == raw
         assert type(fast) is type(strict)
 
@@ -113,3 +113,106 @@ def test_fresh_bytes_and_its_fallback():
         view.release()
         assert buffers.finish(obj) == bytes(range(250)) * 4 and type(buffers.finish(obj)) is bytes
     assert len(buffers.scratch(10)) == 10 and len(buffers.scratch(3)) == 3
+
+
+def _outcome(fn, *args):
+    """What fn(*args) gives: ("ok", value) or ("error", code)."""
+    try:
+        return ("ok", fn(*args))
+    except ProtocolError as exc:
+        return ("error", exc.code)
+
+
+def _both_paths(fn, *args):
+    """fn(*args) with the fast paths, then with every fast path refused (the strict decoder and
+    the general checks alone)."""
+    fast = _outcome(fn, *args)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pcbor, "decode_fast", lambda raw, check: pcbor.SLOW)
+        slow = _outcome(fn, *args)
+    return fast, slow
+
+
+names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=0, max_size=3) | st.sampled_from(["a" * 256, "b" * 257])
+u64 = st.integers(0, 2**64 - 1) | st.sampled_from([0, 23, 24, 255, 256, 2**32 - 1, 2**32, 2**64 - 1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["artifact", "control", "hs_init", "hs_finish"]),
+    names,
+    names,
+    st.integers(0, 2**32 - 1),
+    u64,
+    u64,
+    st.none() | u64,
+    st.integers(0, 40),
+    st.booleans(),
+    st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=2),
+)
+def test_the_secure_header_fast_path_decides_as_the_strict_path(mtype, sender, receiver, epoch, seq, rnd, reply_to, body, flag, edits):
+    """Secure headers (with random fields, then random byte edits): parse_frame with the fast
+    check of the secure header gives the same header, or the same error code, as the strict
+    decoder and _check_header alone."""
+    from protocol.codec import frame_prefix, make_header, parse_frame
+
+    header = make_header(
+        suite="secure", type=mtype, session_id=bytes(range(16)), sender=sender, receiver=receiver,
+        epoch=epoch, seq=seq, round=rnd, reply_to=reply_to, body_length=body,
+    )  # fmt: skip
+    envelope = bytearray(frame_prefix(header, int(flag)) + bytes(body))
+    for pos, byte in edits:
+        envelope[10 + pos % max(1, len(envelope) - 10)] = byte
+    fast, slow = _both_paths(parse_frame, bytes(envelope))
+    assert fast[0] == slow[0]
+    if fast[0] == "ok":
+        assert fast[1].header == slow[1].header and fast[1].body_offset == slow[1].body_offset
+    else:
+        assert fast[1] is slow[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(text, values, max_size=3),
+    st.lists(st.sampled_from(["x", "y", "z"]), max_size=2, unique=True),
+    st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=2),
+)
+def test_the_inner_header_fast_path_decides_as_the_strict_path(meta, array_names, edits):
+    """Decrypted bodies (random meta and arrays, then random byte edits of the inner CBOR):
+    parse_inner gives the same arrays and meta, or the same error code, with and without its
+    fast check of the inner map's shape."""
+    msg = Message("artifact", "source", "target", arrays={n: np.arange(3, dtype=np.float32) for n in array_names}, meta=meta)
+    segments, _, lay = secure.prepare_inner(msg)
+    plain = bytearray(b"".join(bytes(s) for s in segments))
+    inner_length = len(plain) - 4 - lay.size
+    for pos, byte in edits:
+        plain[lay.size + pos % max(1, inner_length)] = byte
+    fast, slow = _both_paths(secure.parse_inner, bytearray(plain), Limits())
+    assert fast[0] == slow[0]
+    if fast[0] == "ok":
+        (_, f_arrays, f_meta), (_, s_arrays, s_meta) = fast[1], slow[1]
+        assert f_meta == s_meta and f_arrays.keys() == s_arrays.keys()
+        assert all(np.array_equal(f_arrays[k], s_arrays[k]) for k in f_arrays)
+    else:
+        assert fast[1] is slow[1]
+
+
+@pytest.mark.parametrize(
+    "meta_hex",
+    [
+        "a2616201616101",  # keys out of canonical order
+        "a2616101616101",  # a repeated key
+        "a16161c249010000000000000000",  # a bignum (2^64)
+        "a16161fb3ff0000000000000",  # 1.0 as a double
+        "a16161c074323031332d30332d32315432303a30343a30305a",  # a datetime
+        "a1616182d81c8101d81d00",  # a shared array and a reference to it
+        "a16161f7",  # undefined
+    ],
+)
+def test_the_inner_header_fast_path_refuses_what_the_strict_decoder_refuses(meta_hex):
+    """Meta that cbor2 decodes but v1 refuses, inside an otherwise valid inner header: the same
+    error with and without the fast path."""
+    inner = b"\xa2" + cbor2.dumps("meta") + bytes.fromhex(meta_hex) + cbor2.dumps("manifest") + b"\x80"
+    plain = bytearray(inner + len(inner).to_bytes(4, "big"))
+    fast, slow = _both_paths(secure.parse_inner, plain, Limits())
+    assert fast[0] == slow[0] == "error" and fast[1] is slow[1]
