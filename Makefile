@@ -1,9 +1,10 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   - create .venv, install pinned dependencies and MovieLens-100K, run the main job
-#   make test   - the same set-up, then the full test suite
+#   make test   - the same set-up plus Ray, Flower and the test tools, then the full test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+CORE   := $(VENV)/.cdrsim-core
 STAMP  := $(VENV)/.cdrsim-installed
 # The main job: PrivNet on ML-100K, the undefended transfer, the adversary, LDP, BlurMe and the
 # target alone on two worker processes, 15 epochs each (the README's table: up to the paper's 50
@@ -24,13 +25,23 @@ install: $(STAMP)
 # some CI machines) nothing is cached later, and every process of a run (Ray workers, Flower
 # party hosts, --jobs workers) would compile torch, Ray and Flower again from source. The
 # venv's own pip is recent enough (PEP 660 editable installs), so it is not upgraded first.
-$(STAMP): pyproject.toml
+# The main job needs the core only ($(CORE)); the tests, the benchmarks and the Ray and Flower
+# runtimes need the `test` extra, which adds Ray, Flower and the test tools ($(STAMP)).
+define install_project
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q torch==2.13.0 -e '.[test]'
+	$(BIN)/python -m pip install -q torch==2.13.0 -e '$(1)'
 	$(BIN)/python -m pip install -q --no-deps recbole==1.2.1
-	touch $(STAMP)
+endef
 
-demo: $(STAMP)
+$(CORE): pyproject.toml
+	$(call install_project,.)
+	touch $(CORE)
+
+$(STAMP): pyproject.toml
+	$(call install_project,.[test])
+	touch $(CORE) $(STAMP)
+
+demo: $(CORE)
 	$(BIN)/python -m sim.run $(DEMO)
 
 lint: $(STAMP)

@@ -3,6 +3,7 @@ and every check that can be made before any data is loaded or any directory is c
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -12,6 +13,8 @@ from .scenarios import Scenario, Variant, get_scenario
 RUNTIMES = ("inproc", "ray", "flower", "flower-deployment")
 FLOWER_RUNTIMES = ("flower", "flower-deployment")
 CHANNELS = ("secure", "plaintext")
+# The package each runtime other than inproc needs, and the project extra that installs it.
+RUNTIME_PACKAGES = {"ray": ("ray", "ray"), "flower": ("flwr", "flower"), "flower-deployment": ("flwr", "flower")}
 SPLITS = ("year", "genre")
 POPULATIONS = ("overlap", "all")
 DATASETS = ("ml-100k", "ml-1m", "synthetic")
@@ -54,6 +57,7 @@ class RunConfig:
         _choice("dataset", self.dataset, DATASETS)
         _choice("split", self.split, SPLITS)
         _choice("runtime", self.runtime, RUNTIMES)
+        _check_installed(self.runtime)
         _choice("channel", self.channel, CHANNELS)
         _choice("population", self.population, POPULATIONS)
         if not 0.05 <= self.public_fraction <= 0.95:
@@ -130,6 +134,19 @@ def check_options(scenario: Scenario, options: dict[str, Any]) -> None:
             options[key] = opt.check(value)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+
+
+def _check_installed(runtime: str) -> None:
+    """The Ray and Flower runtimes need packages the main job does not (`make demo` installs
+    the core only; `make test` installs everything)."""
+    if runtime not in RUNTIME_PACKAGES:
+        return
+    package, extra = RUNTIME_PACKAGES[runtime]
+    if importlib.util.find_spec(package) is None:
+        raise ConfigError(
+            f"--runtime {runtime} needs the {package!r} package, which is not installed; install it with "
+            f"`.venv/bin/pip install -e '.[{extra}]'` (or `make test`, which installs every runtime)"
+        )
 
 
 def _choice(option: str, value: str, valid) -> None:

@@ -60,6 +60,12 @@ def _run_in_worker(config_json: dict[str, Any], task: Task, out_dir: str | None)
         runtime.close()
 
 
+def start_order(config: RunConfig, scenario: Scenario, tasks: list[Task]) -> list[int]:
+    """Task indices, costliest first by the scenario's estimate (ties keep the given order)."""
+    costs = [scenario.relative_cost(config.party_options(scenario, task.variant)) for task in tasks]
+    return sorted(range(len(tasks)), key=lambda i: -costs[i])
+
+
 class PoolExecutor:
     """`--jobs N`: tasks on N spawn worker processes (in-process runtime in each)."""
 
@@ -76,7 +82,9 @@ class PoolExecutor:
             initargs=(self.torch_threads,),
         )
         where = None if out_dir is None else str(out_dir)
-        futures: dict[Future, int] = {self._pool.submit(_run_in_worker, config.to_json(), task, where): i for i, task in enumerate(tasks)}
+        futures: dict[Future, int] = {
+            self._pool.submit(_run_in_worker, config.to_json(), tasks[i], where): i for i in start_order(config, scenario, tasks)
+        }
         pending = set(futures)
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)

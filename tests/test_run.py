@@ -176,6 +176,42 @@ def test_bad_jobs_are_config_errors(synthetic_config, overrides, fragment):
         run_inline(synthetic_config(**overrides))
 
 
+def test_jobs_start_the_costliest_tasks_first(synthetic_config):
+    """--jobs submits the longest tasks first (PrivNet: lambda > 0 trains a simulated attacker,
+    the target alone is cheapest); ties keep the (seed, variant) order."""
+    from sim.engine import Task
+    from sim.executors import start_order
+
+    config = synthetic_config("privnet", variants=["lambda=0", "lambda=1", "ldp", "target-only"], seeds=[0, 1])
+    scenario = config.validate()
+    tasks = [Task(v, seed) for seed in config.seeds for v in config.select_variants(scenario)]
+    started = [(tasks[i].variant.name, tasks[i].seed) for i in start_order(config, scenario, tasks)]
+    assert started == [
+        ("lambda=1", 0),
+        ("lambda=1", 1),
+        ("lambda=0", 0),
+        ("ldp", 0),
+        ("lambda=0", 1),
+        ("ldp", 1),
+        ("target-only", 0),
+        ("target-only", 1),
+    ]
+
+
+@pytest.mark.parametrize("runtime, package, extra", [("ray", "ray", "ray"), ("flower", "flwr", "flower")])
+def test_a_runtime_whose_package_is_not_installed_is_a_config_error(synthetic_config, monkeypatch, runtime, package, extra):
+    """`make demo` installs the core only: asking for Ray or Flower without them says what to
+    install, before any directory is made."""
+    import importlib.util
+
+    import sim.config
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(sim.config.importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a))
+    with pytest.raises(ConfigError, match=rf"needs the '{package}' package.*pip install -e '\.\[{extra}\]'"):
+        synthetic_config(runtime=runtime).validate()
+
+
 def test_unknown_dataset_option_is_a_config_error(synthetic_config):
     with pytest.raises(ConfigError, match="valid: ml-100k, ml-1m, synthetic"):
         run_inline(synthetic_config(dataset="movielens"))

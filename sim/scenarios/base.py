@@ -286,6 +286,13 @@ class Scenario(ABC):
         (e.g. each model with itself at the full privacy budget)."""
         return self.reference
 
+    def relative_cost(self, options: Mapping[str, Any]) -> float:
+        """A rough estimate of one task's run time with these (party) options, relative to the
+        scenario's other tasks. `--jobs` starts the costliest tasks first (longest processing
+        time first), so that no long task is left to run alone at the end; only the order in
+        which tasks start depends on it, never a result."""
+        return 1.0
+
     def party_names(self, options: Mapping[str, Any]) -> tuple[str, ...]:
         """The parties of one run (a scenario may size them by an option, e.g. clients=N)."""
         return self.parties

@@ -25,6 +25,7 @@ leakage of the final release: 0.590 -> 0.498 (sigmoid [64], lambda 0 -> 1) and 0
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from parties.names import ADVERSARY_PRESETS, DEFENSES, PRIVNET_BATCH_KIND, PRIVNET_RELEASED, PRIVNET_REPRESENTATION_KIND
@@ -103,6 +104,15 @@ class PrivNetScenario(Scenario):
     attacks = (AttributeAttack(kinds=(PRIVNET_REPRESENTATION_KIND, PRIVNET_BATCH_KIND), field="x_trans", final=PRIVNET_RELEASED),)
     retained_kinds = (PRIVNET_REPRESENTATION_KIND,)
     folded_kinds = (PRIVNET_BATCH_KIND,)
+
+    def relative_cost(self, options: Mapping[str, Any]) -> float:
+        if options.get("mode") == "target-only":
+            return 0.2  # the target's network alone: no transfer and no release to attack
+        # Each simulated-attacker update (none at lambda = 0: models.privnet.steps.attacker_updates)
+        # costs about 15% of a recommender step (measured on ML-100K: lambda=1 with the strong
+        # preset's 5 updates takes ~1.8x as long as lambda=0).
+        updates = int(options.get("adv_steps") or 0) or ADVERSARY_PRESETS[str(options.get("adversary", "strong"))]["steps"]
+        return 1.0 + 0.15 * updates if float(options.get("lam", 0.0)) else 1.0
 
     def build_party(self, name: str, world: World, channel: ChannelConfig, options: dict[str, Any]) -> Party:
         from parties.defenses import apply_defense  # torch and scikit-learn: only where a party runs
