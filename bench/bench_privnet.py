@@ -36,7 +36,7 @@ def run_mode(mode: str, epochs: int, steps: int, channel: str, interval: int) ->
 
     torch.set_num_threads(1)
     from models.privnet import target_stream, train_privnet_joint
-    from parties.names import ADVERSARY_PRESETS
+    from parties.names import ADVERSARY_PRESETS, adversary_steps
     from sim.config import RunConfig
     from sim.coordinator import Relay, start_parties
     from sim.engine import channel_config, party_specs
@@ -75,7 +75,7 @@ def run_mode(mode: str, epochs: int, steps: int, channel: str, interval: int) ->
             hidden=tuple(opts["hidden"]),
             activation=str(opts["activation"]),
             adv_hidden=tuple(opts["adv_hidden"]),
-            adv_steps=int(opts["adv_steps"] or 0) or preset["steps"],
+            adv_steps=adversary_steps(opts),
             adv_lr=float(opts["adv_lr"] or 0) or preset["lr"],
             window=int(opts["window"]),
             max_steps_per_epoch=steps or None,

@@ -24,6 +24,13 @@ DEFENSES = ("none", "ldp", "ldp-items", "blurme", "blurme-server")
 # its best response (README, "PrivNet results").
 ADVERSARY_PRESETS = {"paper": {"steps": 1, "lr": None}, "strong": {"steps": 5, "lr": 1e-2}}
 
+
+def adversary_steps(options) -> int:
+    """Simulated-attacker updates per recommender step for these party options: `adv_steps`,
+    or its preset's (0 = unset; the party's default preset is the paper's)."""
+    return int(options.get("adv_steps") or 0) or ADVERSARY_PRESETS[str(options.get("adversary", "paper"))]["steps"]
+
+
 # adversarial-bpr: the source's BPR-MF user vectors, trained against attribute readouts
 ADVERSARIAL_USER_VECTORS = "adversarial_user_vectors"
 

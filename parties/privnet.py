@@ -60,7 +60,7 @@ from models.training import EarlyStopping, adam, numpy_rng, restore, snapshot
 from protocol import Message
 
 from .base import COORDINATOR, artifact_chunks
-from .names import ADVERSARY_PRESETS, PRIVNET_BATCH_KIND, PRIVNET_RELEASED, PRIVNET_REPRESENTATION_KIND
+from .names import ADVERSARY_PRESETS, PRIVNET_BATCH_KIND, PRIVNET_RELEASED, PRIVNET_REPRESENTATION_KIND, adversary_steps
 from .roles import SourceParty, TargetParty
 
 RELEASED = PRIVNET_RELEASED  # the per-user representation released for the test
@@ -105,7 +105,7 @@ class PrivNetSourceParty(SourceParty):
         lr = float(cfg.get("lr", 5e-4))
         # attacker updates per step and its own learning rate: the preset's unless set (0 = unset)
         preset = ADVERSARY_PRESETS[str(cfg.get("adversary", "paper"))]
-        self.adv_steps = attacker_updates(self.lam, int(cfg.get("adv_steps") or 0) or preset["steps"])
+        self.adv_steps = attacker_updates(self.lam, adversary_steps(cfg))
         self.opt = adam(self.net.parameters(), lr)
         self.opt_adv = adam(self.adversary.parameters(), float(cfg.get("adv_lr") or 0) or preset["lr"] or lr)
         histories = data.histories()

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from parties.names import ADVERSARY_PRESETS, DEFENSES, PRIVNET_BATCH_KIND, PRIVNET_RELEASED, PRIVNET_REPRESENTATION_KIND
+from parties.names import ADVERSARY_PRESETS, DEFENSES, PRIVNET_BATCH_KIND, PRIVNET_RELEASED, PRIVNET_REPRESENTATION_KIND, adversary_steps
 
 from ..errors import RunError
 from .base import AttributeAttack, Axis, Grid, Option, Outcome, Scenario, Variant
@@ -111,8 +111,7 @@ class PrivNetScenario(Scenario):
         # Each simulated-attacker update (none at lambda = 0: models.privnet.steps.attacker_updates)
         # costs about 15% of a recommender step (measured on ML-100K: lambda=1 with the strong
         # preset's 5 updates takes ~1.8x as long as lambda=0).
-        updates = int(options.get("adv_steps") or 0) or ADVERSARY_PRESETS[str(options.get("adversary", "strong"))]["steps"]
-        return 1.0 + 0.15 * updates if float(options.get("lam", 0.0)) else 1.0
+        return 1.0 + 0.15 * adversary_steps(options) if float(options.get("lam", 0.0)) else 1.0
 
     def build_party(self, name: str, world: World, channel: ChannelConfig, options: dict[str, Any]) -> Party:
         from parties.defenses import apply_defense  # torch and scikit-learn: only where a party runs
