@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any, NoReturn
 
 import cbor2
@@ -99,7 +100,13 @@ def _text_order(key: str) -> int:
 
 def canonical_order(mapping: dict[str, Any]) -> dict[str, Any]:
     """The same map with its (text) keys in canonical order, so that `dumps` takes its fast path."""
-    return {key: mapping[key] for key in sorted(mapping, key=lambda k: (_text_order(k), k))}
+    return {key: mapping[key] for key in _key_order(tuple(mapping))}
+
+
+@lru_cache(maxsize=1024)
+def _key_order(keys: tuple[str, ...]) -> tuple[str, ...]:
+    # Parties send the same few meta layouts over and over: sort each set of keys once.
+    return tuple(sorted(keys, key=lambda k: (_text_order(k), k)))
 
 
 def decode_fast(raw: bytes | memoryview, check: Callable[[Any], bool]) -> Any:
@@ -302,12 +309,23 @@ def normalize_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
     if not isinstance(meta, Mapping):
         raise ProtocolError(ErrorCode.MALFORMED_HEADER, f"meta must be a mapping, got {type(meta).__name__}")
     flat = _flat_meta(meta)
-    return flat if flat is not None else _normalize(meta, 0, "meta")
+    return flat[0] if flat is not None else _normalize(meta, 0, "meta")
 
 
-def _flat_meta(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+def encode_meta(meta: Mapping[str, Any] | None) -> bytes:
+    """`dumps(normalize_meta(meta))`, with one walk instead of three for flat meta."""
+    flat = _flat_meta(meta) if type(meta) is dict else None
+    if flat is None:
+        return dumps(normalize_meta(meta))
+    ordered, has_float = flat
+    return cbor2.dumps(ordered, canonical=True) if has_float else cbor2.dumps(ordered)
+
+
+def _flat_meta(meta: Mapping[str, Any]) -> tuple[dict[str, Any], bool] | None:
     """The common case, fast: a map of text keys to None, bools, ints in range, floats and
-    text (each valid Unicode); its copy in canonical key order. None: `_normalize` decides."""
+    text (each valid Unicode); its copy in canonical key order, and whether it holds a float.
+    None: `_normalize` decides."""
+    has_float = False
     for key, value in meta.items():
         if type(key) is not str or not key.isascii():
             return None
@@ -318,9 +336,11 @@ def _flat_meta(meta: Mapping[str, Any]) -> dict[str, Any] | None:
         elif kind is int:
             if not _INT_MIN <= value <= U64_MAX:
                 return None
-        elif not (kind is float or kind is bool or value is None):
+        elif kind is float:
+            has_float = True
+        elif not (kind is bool or value is None):
             return None
-    return canonical_order(dict(meta))
+    return canonical_order(dict(meta)), has_float
 
 
 def _normalize(value: Any, depth: int, path: str) -> Any:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from . import buffers, cbor
+from . import buffers, cbor, tensors
 from .codec import Frame, check_message, frame_prefix, make_header
 from .errors import ErrorCode, ProtocolError
 from .keys import Identity
@@ -166,7 +166,7 @@ def prepare_inner(msg: Message, limits: Limits | None = None, *, checked: bool =
     lay, arrays = prepare_arrays(msg.arrays, limits)
     # The canonical CBOR of {"meta": ..., "manifest": ...} (keys in canonical order), written
     # piece by piece so that the manifest's encoding is the layout's cached one.
-    inner = _INNER_HEAD + cbor.dumps(cbor.normalize_meta(msg.meta)) + _MANIFEST_KEY + lay.manifest_cbor
+    inner = _INNER_HEAD + cbor.encode_meta(msg.meta) + _MANIFEST_KEY + lay.manifest_cbor
     if limits is not None and len(inner) > limits.max_header_bytes:
         raise ProtocolError(
             ErrorCode.OVERSIZED,
@@ -270,28 +270,59 @@ def parse_inner(plain: bytearray | np.ndarray, limits: Limits) -> tuple[Layout, 
     if start < 0:
         raise ProtocolError(ErrorCode.MALFORMED_HEADER, "inner header length points before the start of the body")
     raw = view[start : n - INNER_TRAILER.size]
-    read: list[list[ManifestEntry]] = []
-
-    def check(value: Any) -> bool:
-        # decode_fast's check of the inner map's shape. A manifest that manifest_entries accepts
-        # holds only lists, text and ints in range; meta is free-form (the generic walk). What
-        # fails here is decided, in the order of §3.1 and §9, by the general path below.
-        if type(value) is not dict or tuple(value) != _INNER_KEYS or type(value["meta"]) is not dict:
-            raise cbor.SlowPath
-        try:
-            read.append(manifest_entries(value["manifest"], max_arrays=limits.max_arrays))
-        except ProtocolError:
-            raise cbor.SlowPath from None
-        return cbor.holds_float(value["meta"], 1)
-
-    inner = cbor.decode_fast(raw, check)
-    if inner is cbor.SLOW:
-        inner = cbor.loads(raw, what="inner header")
-        if type(inner) is not dict or set(inner) != {"manifest", "meta"} or type(inner["meta"]) is not dict:
-            raise ProtocolError(ErrorCode.MALFORMED_HEADER, "inner header must be a map with exactly 'manifest' and 'meta' (a map)")
-        read.append(manifest_entries(inner["manifest"], max_arrays=limits.max_arrays))
-    lay = check_body(read[-1], view[:start])
+    fast = _inner_fast(raw, limits.max_arrays)
+    if fast is not None:
+        meta, entries, known = fast
+        lay = check_body(entries, view[:start])
+        if not known:
+            tensors.remember_checked_manifest(lay)
+        return lay, arrays_from_buffer(lay, plain, 0, copy=False), meta
+    inner = cbor.loads(raw, what="inner header")
+    if type(inner) is not dict or set(inner) != {"manifest", "meta"} or type(inner["meta"]) is not dict:
+        raise ProtocolError(ErrorCode.MALFORMED_HEADER, "inner header must be a map with exactly 'manifest' and 'meta' (a map)")
+    lay = check_body(manifest_entries(inner["manifest"], max_arrays=limits.max_arrays), view[:start])
     return lay, arrays_from_buffer(lay, plain, 0, copy=False), inner["meta"]
+
+
+def _inner_fast(raw: memoryview, max_arrays: int) -> tuple[dict, tuple[ManifestEntry, ...], bool] | None:
+    """(meta, manifest entries, whether the manifest was checked before) when `raw` is the
+    canonical encoding of an inner header whose manifest passes `manifest_entries`; else None,
+    and the strict decoder decides, in the order of §3.1 and §9.
+
+    cbor2's C decoder reads the item; `raw` must then be, byte for byte, the map head and the
+    "meta" key, the canonical encoding of the decoded meta (a data-model map: the generic
+    walk), the "manifest" key and the canonical encoding of the decoded manifest. CBOR items
+    are self-delimiting, so this also proves nothing follows the map. A manifest seen before
+    is recognised by its bytes (`tensors.checked_manifest`) instead of being walked again.
+    """
+    try:
+        value = cbor2.loads(raw)
+    except Exception:  # any decoding problem: the strict decoder names it
+        return None
+    if type(value) is not dict or tuple(value) != _INNER_KEYS or type(value["meta"]) is not dict:
+        return None
+    meta = value["meta"]
+    try:
+        encoded_meta = cbor2.dumps(meta, canonical=True) if cbor.holds_float(meta, 1) else cbor2.dumps(meta)
+    except Exception:  # SlowPath: outside the data model, or an item cbor2 cannot encode
+        return None
+    head = len(_INNER_HEAD)
+    middle = head + len(encoded_meta)
+    tail = middle + len(_MANIFEST_KEY)
+    if raw[:head] != _INNER_HEAD or raw[head:middle] != encoded_meta or raw[middle:tail] != _MANIFEST_KEY:
+        return None
+    manifest_cbor = bytes(raw[tail:])
+    entries = tensors.checked_manifest(manifest_cbor)
+    if entries is not None:
+        return (meta, entries, True) if len(entries) <= max_arrays else None
+    try:
+        checked = manifest_entries(value["manifest"], max_arrays=max_arrays)
+    except ProtocolError:
+        return None
+    # Text, lists and ints in range only: the plain encoder writes their canonical form.
+    if cbor2.dumps(value["manifest"]) != manifest_cbor:
+        return None
+    return meta, tuple(checked), False
 
 
 # --------------------------------------------------------------------------- handshake

@@ -45,6 +45,15 @@ class Layout:
         """The manifest's canonical CBOR, encoded once per layout (layouts are cached)."""
         return cbor2.dumps(self.manifest())  # lists, text and unsigned ints: the plain encoder is canonical
 
+    @cached_property
+    def views(self) -> tuple[tuple[str, np.dtype, int, int, tuple[int, ...]], ...]:
+        """(name, wire dtype, element count, start, shape) of each array, for `arrays_from_buffer`."""
+        out = []
+        for (name, dtype, shape), (start, end) in zip(self.entries, self.offsets):
+            wire = DTYPES[dtype][1]
+            out.append((name, wire, (end - start) // wire.itemsize, start, shape))
+        return tuple(out)
+
 
 def _sort_key(entry: ManifestEntry) -> tuple[int, str]:
     # safetensors orders tensors by dtype (descending) then by name; DTYPE_RANK encodes that.
@@ -119,6 +128,13 @@ def prepare_arrays(arrays: Mapping[str, Any], limits: Limits | None = None) -> t
     data: dict[str, np.ndarray] = {}
     for name, value in arrays.items():
         check_array_name(name)
+        if type(value) is np.ndarray and value.ndim <= MAX_NDIM and value.flags.c_contiguous:
+            # The common case: already a C-ordered array of a wire dtype (little-endian), sent as is.
+            dtype_name = _WIRE_DTYPE_NAMES.get(value.dtype)
+            if dtype_name is not None:
+                entries.append((name, dtype_name, value.shape))
+                data[name] = value
+                continue
         arr = np.asarray(value)
         dtype_name = _dtype_name(arr.dtype)
         if dtype_name is None:
@@ -138,6 +154,9 @@ def prepare_arrays(arrays: Mapping[str, Any], limits: Limits | None = None) -> t
     for name, _, _ in lay.entries:
         buffers.append(memoryview(data[name].reshape(-1).view(np.uint8)))
     return lay, buffers
+
+
+_WIRE_DTYPE_NAMES = {wire: name for name, (_, wire) in DTYPES.items()}
 
 
 @lru_cache(maxsize=64)
@@ -177,12 +196,27 @@ def manifest_entries(manifest: Any, *, max_arrays: int) -> list[ManifestEntry]:
     return entries
 
 
-def check_body(entries: list[ManifestEntry], body: memoryview) -> Layout:
+def check_body(entries: list[ManifestEntry] | tuple[ManifestEntry, ...], body: memoryview) -> Layout:
     """Check dtypes, then that the body is exactly the canonical layout of the manifest.
 
     Nothing is allocated from untrusted sizes: sizes come from the manifest and are compared
     with the actual body length before any array exists.
     """
+    lay = _checked_entries(tuple(entries), layout, json_name)
+    if lay.size != len(body):
+        raise ProtocolError(
+            ErrorCode.MANIFEST_MISMATCH,
+            f"the manifest describes a {lay.size}-byte body but the body has {len(body)} bytes",
+        )
+    if lay.size and body[: len(lay.header)] != lay.header:
+        raise ProtocolError(ErrorCode.MANIFEST_MISMATCH, _explain_header_mismatch(lay, body))
+    return lay
+
+
+@lru_cache(maxsize=1024)
+def _checked_entries(entries: tuple[ManifestEntry, ...], layout_of: Any, json_name: Any) -> Layout:
+    # What check_body checks of the manifest alone (a refusal raises, and is not cached); the
+    # functions the layout comes from are part of the key, as the name writer is in _layout's.
     for name, dtype, _ in entries:
         if dtype not in DTYPES:
             raise ProtocolError(
@@ -192,20 +226,42 @@ def check_body(entries: list[ManifestEntry], body: memoryview) -> Layout:
     names = [e[0] for e in entries]
     if len(set(names)) != len(names):
         raise ProtocolError(ErrorCode.MANIFEST_MISMATCH, "the manifest names an array twice; names must be unique")
-    lay = layout(entries)
-    if list(lay.entries) != list(entries):
+    lay = layout_of(entries)
+    if lay.entries != entries:
         raise ProtocolError(
             ErrorCode.MANIFEST_MISMATCH,
             "manifest entries are not in body order (dtype rank, then name); list them in the order safetensors stores them",
         )
-    if lay.size != len(body):
-        raise ProtocolError(
-            ErrorCode.MANIFEST_MISMATCH,
-            f"the manifest describes a {lay.size}-byte body but the body has {len(body)} bytes",
-        )
-    if lay.size and body[: len(lay.header)] != lay.header:
-        raise ProtocolError(ErrorCode.MANIFEST_MISMATCH, _explain_header_mismatch(lay, body))
     return lay
+
+
+# Canonical manifest CBOR -> its entries, for manifests that passed manifest_entries and
+# check_body: a receiver seeing the same bytes again (every step of a training loop sends the
+# same arrays) skips re-checking them. Bounded (at most 4096 manifests of at most 4 KiB, so
+# 16 MiB whatever peers send); cleared whole when full.
+_CHECKED_MANIFESTS: dict[bytes, tuple[ManifestEntry, ...]] = {}
+_CHECKED_MANIFESTS_MAX = 4096
+_CHECKED_MANIFEST_MAX_BYTES = 4096
+
+
+def checked_manifest(manifest_cbor: bytes) -> tuple[ManifestEntry, ...] | None:
+    """The entries of a manifest whose canonical CBOR is `manifest_cbor`, if it was checked before."""
+    return _CHECKED_MANIFESTS.get(manifest_cbor)
+
+
+def remember_checked_manifest(lay: Layout) -> None:
+    """Record that `lay`'s manifest passed every check (call only after check_body accepted it)."""
+    if len(lay.manifest_cbor) > _CHECKED_MANIFEST_MAX_BYTES:
+        return
+    if len(_CHECKED_MANIFESTS) >= _CHECKED_MANIFESTS_MAX:
+        _CHECKED_MANIFESTS.clear()
+    _CHECKED_MANIFESTS[lay.manifest_cbor] = lay.entries
+
+
+def forget_checked_manifests() -> None:
+    """Drop what `checked_manifest` remembers (for tests that change the rules it checked)."""
+    _CHECKED_MANIFESTS.clear()
+    _checked_entries.cache_clear()
 
 
 def _explain_header_mismatch(lay: Layout, body: memoryview) -> str:
@@ -239,9 +295,7 @@ def arrays_from_buffer(lay: Layout, buf: Any, base: int = 0, *, copy: bool) -> d
     copy=True gives each array its own memory (the envelope bytes are read-only).
     """
     out: dict[str, np.ndarray] = {}
-    for (name, dtype, shape), (start, end) in zip(lay.entries, lay.offsets):
-        wire = DTYPES[dtype][1]
-        count = (end - start) // wire.itemsize
+    for name, wire, count, start, shape in lay.views:
         arr = np.frombuffer(buf, dtype=wire, count=count, offset=base + start).reshape(shape)
         out[name] = arr.copy() if copy else arr
     return out

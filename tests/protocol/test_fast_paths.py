@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import Endpoint, ErrorCode, Identity, Limits, Message, ProtocolError, Registry, buffers, secure
+from protocol import Endpoint, ErrorCode, Identity, Limits, Message, ProtocolError, Registry, buffers, peek_header, secure, tensors
 from protocol import cbor as pcbor
 
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=6)
@@ -129,6 +129,7 @@ def _both_paths(fn, *args):
     fast = _outcome(fn, *args)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(pcbor, "decode_fast", lambda raw, check: pcbor.SLOW)
+        mp.setattr(secure, "_inner_fast", lambda raw, max_arrays: None)
         slow = _outcome(fn, *args)
     return fast, slow
 
@@ -180,21 +181,24 @@ def test_the_secure_header_fast_path_decides_as_the_strict_path(mtype, sender, r
 def test_the_inner_header_fast_path_decides_as_the_strict_path(meta, array_names, edits):
     """Decrypted bodies (random meta and arrays, then random byte edits of the inner CBOR):
     parse_inner gives the same arrays and meta, or the same error code, with and without its
-    fast check of the inner map's shape."""
+    fast path, whether the manifest is new to it or was checked before."""
     msg = Message("artifact", "source", "target", arrays={n: np.arange(3, dtype=np.float32) for n in array_names}, meta=meta)
     segments, _, lay = secure.prepare_inner(msg)
     plain = bytearray(b"".join(bytes(s) for s in segments))
     inner_length = len(plain) - 4 - lay.size
     for pos, byte in edits:
         plain[lay.size + pos % max(1, inner_length)] = byte
-    fast, slow = _both_paths(secure.parse_inner, bytearray(plain), Limits())
-    assert fast[0] == slow[0]
-    if fast[0] == "ok":
-        (_, f_arrays, f_meta), (_, s_arrays, s_meta) = fast[1], slow[1]
-        assert f_meta == s_meta and f_arrays.keys() == s_arrays.keys()
-        assert all(np.array_equal(f_arrays[k], s_arrays[k]) for k in f_arrays)
-    else:
-        assert fast[1] is slow[1]
+    tensors.forget_checked_manifests()
+    for _ in range(2):  # the manifest unknown, then remembered (if it was accepted)
+        fast, slow = _both_paths(secure.parse_inner, bytearray(plain), Limits())
+        assert fast[0] == slow[0]
+        if fast[0] == "ok":
+            (_, f_arrays, f_meta), (_, s_arrays, s_meta) = fast[1], slow[1]
+            assert cbor2.dumps(f_meta, canonical=True) == cbor2.dumps(s_meta, canonical=True)  # NaN != NaN
+            assert f_arrays.keys() == s_arrays.keys()
+            assert all(np.array_equal(f_arrays[k], s_arrays[k]) for k in f_arrays)
+        else:
+            assert fast[1] is slow[1]
 
 
 @pytest.mark.parametrize(
@@ -216,3 +220,98 @@ def test_the_inner_header_fast_path_refuses_what_the_strict_decoder_refuses(meta
     plain = bytearray(inner + len(inner).to_bytes(4, "big"))
     fast, slow = _both_paths(secure.parse_inner, plain, Limits())
     assert fast[0] == slow[0] == "error" and fast[1] is slow[1]
+
+
+def _body_with_inner(inner: bytes) -> bytearray:
+    """A decrypted body: the arrays x and y (float32, 3 each), then `inner` and its trailer."""
+    arrays = {"x": np.arange(3, dtype=np.float32), "y": np.ones(3, dtype=np.float32)}
+    segments, _, lay = secure.prepare_inner(Message("artifact", "source", "target", arrays=arrays))
+    body = b"".join(bytes(s) for s in segments)[: lay.size]
+    return bytearray(body + inner + len(inner).to_bytes(4, "big"))
+
+
+_META = cbor2.dumps({"step": 3})
+_MANIFEST = cbor2.dumps([["x", "float32", [3]], ["y", "float32", [3]]])
+
+
+@pytest.mark.parametrize(
+    "meta, manifest, code",
+    [
+        (_META, _MANIFEST, None),
+        (bytes.fromhex("a16161f97e01"), _MANIFEST, ErrorCode.MALFORMED_HEADER),  # NaN with a payload: same length as canonical
+        (bytes.fromhex("a16161f9fe00"), _MANIFEST, ErrorCode.MALFORMED_HEADER),  # NaN with the sign bit set
+        (_META, _MANIFEST.replace(b"\x81\x03", b"\x81\x18\x03", 1), ErrorCode.MALFORMED_HEADER),  # a dimension not in shortest form
+        (_META, _MANIFEST.replace(b"\x81\x03", b"\x81\xf9\x42\x00", 1), ErrorCode.MALFORMED_HEADER),  # a dimension as the float 3.0
+        (_META, _MANIFEST + b"\x00", ErrorCode.MALFORMED_HEADER),  # a byte after the inner map
+        (_META, b"\x9f" + _MANIFEST[1:] + b"\xff", ErrorCode.MALFORMED_HEADER),  # an indefinite-length manifest
+    ],
+)
+def test_the_inner_fast_path_proves_canonical_bytes_whether_or_not_the_manifest_is_known(meta, manifest, code):
+    """Encodings that decode to a valid inner header but are not its canonical bytes: the same
+    outcome with and without the fast path, with the manifest unknown and then known (a valid
+    body with the same manifest accepted just before)."""
+    plain = _body_with_inner(b"\xa2" + cbor2.dumps("meta") + meta + cbor2.dumps("manifest") + manifest)
+    valid = _body_with_inner(b"\xa2" + cbor2.dumps("meta") + _META + cbor2.dumps("manifest") + _MANIFEST)
+    for warm in (False, True):
+        tensors.forget_checked_manifests()
+        if warm:
+            secure.parse_inner(bytearray(valid), Limits())
+        fast, slow = _both_paths(secure.parse_inner, bytearray(plain), Limits())
+        assert fast[0] == slow[0] == ("ok" if code is None else "error")
+        if code is not None:
+            assert fast[1] is slow[1] is code
+
+
+def test_a_known_manifest_still_obeys_this_receivers_max_arrays():
+    valid = _body_with_inner(b"\xa2" + cbor2.dumps("meta") + _META + cbor2.dumps("manifest") + _MANIFEST)
+    tensors.forget_checked_manifests()
+    secure.parse_inner(bytearray(valid), Limits())  # remembered under the default limits
+    fast, slow = _both_paths(secure.parse_inner, bytearray(valid), Limits(max_arrays=1))
+    assert fast == slow == ("error", ErrorCode.OVERSIZED)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(text, values, max_size=4))
+def test_encode_meta_is_dumps_of_normalize_meta(meta):
+    try:
+        expected = pcbor.dumps(pcbor.normalize_meta(meta))
+    except ProtocolError as exc:
+        with pytest.raises(ProtocolError) as info:
+            pcbor.encode_meta(meta)
+        assert info.value.code is exc.code
+        return
+    assert pcbor.encode_meta(meta) == expected
+
+
+def test_secure_headers_are_built_in_canonical_key_order():
+    """frame_prefix writes secure headers with the plain encoder, which keeps the dict's order."""
+    from protocol.codec import _SECURE_ORDER, make_header
+
+    header = make_header(
+        suite="secure", type="artifact", session_id=bytes(16), sender="a", receiver="b",
+        epoch=0, seq=1, round=0, reply_to=None, body_length=0,
+    )  # fmt: skip
+    assert tuple(header) == _SECURE_ORDER
+    assert cbor2.dumps(header) == cbor2.dumps(header, canonical=True)
+
+
+def test_a_delivered_message_is_the_message_its_constructor_builds():
+    """Endpoints build delivered messages (and frames) without running the dataclass __init__:
+    every field is set, and the result equals what the constructor gives."""
+    from dataclasses import fields
+
+    a, b = _pair()
+    sent = Message("artifact", "source", "target", arrays={"x": np.arange(4, dtype=np.int64)}, meta={"k": 1.5}, round=3, reply_to=7)
+    envelopes = a.send(sent)
+    delivered: list[Message] = []
+    while envelopes:
+        out = []
+        for envelope in envelopes:
+            msgs, replies = (b if peek_header(envelope)["receiver"] == "target" else a).receive(envelope)
+            delivered += msgs
+            out += replies
+        envelopes = out
+    (got,) = delivered
+    assert set(vars(got)) == {f.name for f in fields(Message)}
+    rebuilt = Message(**{f.name: getattr(got, f.name) for f in fields(Message)})
+    assert got == rebuilt and got.suite == "secure" and got.seq >= 1 and (got.round, got.reply_to) == (3, 7)
