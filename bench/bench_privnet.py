@@ -11,12 +11,21 @@ validation), timed alone in both modes: set-up (data, networks, parties) and the
 test come before and after it. Each mode runs in a fresh subprocess (so peak RSS is its own);
 modes alternate within each repeat so that the ratios compare runs made under the same
 machine load. Throughput ratios are given by wall time and by CPU time of the process (the
-fairer figure on a shared machine). Prints one JSON object.
+fairer figure on a shared machine).
+
+The same model work (the training steps, the transfers, the validation) runs in both modes,
+so the time spent outside it is the framework's share, measured within each run: each mode
+also reports `model_seconds` (time inside those functions, timed by a wrapper) and
+`outside_model_seconds`; `framework_overhead_*` = (outside-model seconds of the parties -
+those of the plain loop) / the plain loop's seconds, per repeat (each mode's runs made under
+the same load), median over repeats. It is steadier than the throughput ratios on a loaded
+machine, and it does not count the parties' effect on the model code's own speed (caches). Prints one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import resource
 import statistics
@@ -29,12 +38,46 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 MODES = (("plain", "plaintext"), ("parties", "plaintext"), ("parties", "secure"))
+# The model work both modes share, wherever it is called from.
+MODEL_WORK = ("adversary_step", "source_step", "target_step", "group_transfer", "transfer_for_step", "source_transfer", "evaluate_privnet")
+
+
+def time_model_work() -> list[float]:
+    """Wrap MODEL_WORK in every module that calls it; returns a one-item list holding the
+    seconds spent inside (outermost calls only: one function may call another)."""
+    import models.privnet.loops
+    import models.privnet.steps
+    import parties.privnet
+
+    total, depth = [0.0], [0]
+
+    def timed(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            depth[0] += 1
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:
+                    total[0] += time.perf_counter() - started
+
+        return wrapper
+
+    for name in MODEL_WORK:
+        wrapped = timed(getattr(models.privnet.steps, name, None) or getattr(models.privnet.loops, name))
+        for module in (models.privnet.steps, models.privnet.loops, parties.privnet):
+            if hasattr(module, name):
+                setattr(module, name, wrapped)
+    return total
 
 
 def run_mode(mode: str, epochs: int, steps: int, channel: str, interval: int) -> dict:
     import torch
 
     torch.set_num_threads(1)
+    model_time = time_model_work()
     from models.privnet import target_stream, train_privnet_joint
     from parties.names import ADVERSARY_PRESETS, adversary_steps
     from sim.config import RunConfig
@@ -53,13 +96,13 @@ def run_mode(mode: str, epochs: int, steps: int, channel: str, interval: int) ->
     w = world(config.run_dict(0))
     opts = config.party_options(scenario, variant)
     preset = ADVERSARY_PRESETS[str(opts["adversary"])]
-    marks: list[tuple[float, float]] = []  # (wall, cpu) at the end of each epoch
+    marks: list[tuple[float, float, float]] = []  # (wall, cpu, model work) at the end of each epoch
 
     def mark(*_: object) -> None:
-        marks.append((time.perf_counter(), time.process_time()))
+        marks.append((time.perf_counter(), time.process_time(), model_time[0]))
 
     if mode == "plain":
-        started = (time.perf_counter(), time.process_time())
+        started = (time.perf_counter(), time.process_time(), model_time[0])
         report = train_privnet_joint(
             w.split.source,
             w.split.target,
@@ -86,7 +129,7 @@ def run_mode(mode: str, epochs: int, steps: int, channel: str, interval: int) ->
     else:
         runtime = InprocRuntime()
         relay = Relay(runtime, start_parties(runtime, party_specs(config, scenario, variant, 0), channel_config(config, 0)))
-        started = (time.perf_counter(), time.process_time())
+        started = (time.perf_counter(), time.process_time(), model_time[0])
         for epoch in range(1, epochs + 1):  # PrivNetScenario.drive's loop
             replies = relay.request("target", "epoch", epoch=epoch, round=epoch)
             (report,) = [m for m in replies if m.type == "report"]
@@ -95,14 +138,16 @@ def run_mode(mode: str, epochs: int, steps: int, channel: str, interval: int) ->
             mark()
         messages, valid = relay.messages, report.meta["valid"]["HR@10"]
     # The last epoch alone: from the end of the one before (or from the start) to its end.
-    (wall_end, cpu_end), (wall_start, cpu_start) = marks[-1], (marks[-2] if len(marks) > 1 else started)
-    seconds, cpu = wall_end - wall_start, cpu_end - cpu_start
+    (wall_end, cpu_end, model_end), (wall_start, cpu_start, model_start) = marks[-1], (marks[-2] if len(marks) > 1 else started)
+    seconds, cpu, model = wall_end - wall_start, cpu_end - cpu_start, model_end - model_start
     n_steps = steps or target_stream(w.split.target, int(opts["window"]), int(opts["batch_size"]), 0).steps_per_epoch
     examples = n_steps * int(opts["batch_size"]) * 2  # the last epoch: one target and one source batch per step
     return {
         "mode": mode if mode == "plain" else f"parties-{channel}",
         "seconds": seconds,
         "cpu_seconds": cpu,
+        "model_seconds": model,
+        "outside_model_seconds": seconds - model,
         "examples_per_s": examples / seconds,
         "examples_per_cpu_s": examples / cpu,
         "messages": messages,
@@ -139,6 +184,8 @@ def main() -> None:
             "examples_per_cpu_s": statistics.median(r["examples_per_cpu_s"] for r in rs),
             "seconds": statistics.median(r["seconds"] for r in rs),
             "cpu_seconds": statistics.median(r["cpu_seconds"] for r in rs),
+            "model_seconds": statistics.median(r["model_seconds"] for r in rs),
+            "outside_model_seconds": statistics.median(r["outside_model_seconds"] for r in rs),
             "peak_rss_mib": max(r["peak_rss_mib"] for r in rs),
             "messages": rs[0]["messages"],
         }
@@ -149,6 +196,11 @@ def main() -> None:
     for m in ("parties-plaintext", "parties-secure"):
         ratios[f"throughput_ratio_{m.replace('-', '_')}_over_plain"] = summary[m]["examples_per_s"] / plain["examples_per_s"]
         ratios[f"cpu_throughput_ratio_{m.replace('-', '_')}_over_plain"] = summary[m]["examples_per_cpu_s"] / plain["examples_per_cpu_s"]
+        per_repeat = [
+            (parties["outside_model_seconds"] - base["outside_model_seconds"]) / base["seconds"]
+            for parties, base in zip(by_mode[m], by_mode["plain"])
+        ]
+        ratios[f"framework_overhead_{m.replace('-', '_')}"] = statistics.median(per_repeat)
     print(
         json.dumps(
             {
