@@ -256,6 +256,7 @@ def test_the_inner_fast_path_proves_canonical_bytes_whether_or_not_the_manifest_
         tensors.forget_checked_manifests()
         if warm:
             secure.parse_inner(bytearray(valid), Limits())
+            assert tensors.checked_manifest(_MANIFEST) is not None
         fast, slow = _both_paths(secure.parse_inner, bytearray(plain), Limits())
         assert fast[0] == slow[0] == ("ok" if code is None else "error")
         if code is not None:
@@ -265,7 +266,8 @@ def test_the_inner_fast_path_proves_canonical_bytes_whether_or_not_the_manifest_
 def test_a_known_manifest_still_obeys_this_receivers_max_arrays():
     valid = _body_with_inner(b"\xa2" + cbor2.dumps("meta") + _META + cbor2.dumps("manifest") + _MANIFEST)
     tensors.forget_checked_manifests()
-    secure.parse_inner(bytearray(valid), Limits())  # remembered under the default limits
+    secure.parse_inner(bytearray(valid), Limits())
+    assert tensors.checked_manifest(_MANIFEST) is not None  # remembered under the default limits
     fast, slow = _both_paths(secure.parse_inner, bytearray(valid), Limits(max_arrays=1))
     assert fast == slow == ("error", ErrorCode.OVERSIZED)
 
