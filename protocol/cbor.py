@@ -48,6 +48,13 @@ def dumps(obj: Any) -> bytes:
     return cbor2.dumps(obj, canonical=True)
 
 
+def encode_checked(value: Any, has_float: bool) -> bytes:
+    """The canonical bytes of a value a check walk found in the data model with its map keys in
+    canonical order: the plain encoder writes them, except floats (only the canonical encoder
+    writes their shortest form)."""
+    return cbor2.dumps(value, canonical=True) if has_float else cbor2.dumps(value)
+
+
 def loads(data: bytes | bytearray | memoryview, *, what: str = "header") -> Any:
     """Decode canonical CBOR strictly; every failure is a ProtocolError.
 
@@ -127,7 +134,7 @@ def decode_fast(raw: bytes | memoryview, check: Callable[[Any], bool]) -> Any:
     try:
         value = cbor2.loads(raw)
         has_float = check(value)
-        again = cbor2.dumps(value, canonical=True) if has_float else cbor2.dumps(value)
+        again = encode_checked(value, has_float)
     except Exception:  # any decoding problem or a value outside the model: the strict path
         return SLOW
     return value if again == raw else SLOW
@@ -318,7 +325,7 @@ def encode_meta(meta: Mapping[str, Any] | None) -> bytes:
     if flat is None:
         return dumps(normalize_meta(meta))
     ordered, has_float = flat
-    return cbor2.dumps(ordered, canonical=True) if has_float else cbor2.dumps(ordered)
+    return encode_checked(ordered, has_float)
 
 
 def _flat_meta(meta: Mapping[str, Any]) -> tuple[dict[str, Any], bool] | None:

@@ -303,7 +303,7 @@ def _inner_fast(raw: memoryview, max_arrays: int) -> tuple[dict, tuple[ManifestE
         return None
     meta = value["meta"]
     try:
-        encoded_meta = cbor2.dumps(meta, canonical=True) if cbor.holds_float(meta, 1) else cbor2.dumps(meta)
+        encoded_meta = cbor.encode_checked(meta, cbor.holds_float(meta, 1))
     except Exception:  # SlowPath: outside the data model, or an item cbor2 cannot encode
         return None
     head = len(_INNER_HEAD)
