@@ -5,11 +5,13 @@ translation matrix H) and the simulated attacker. The target owns the target dom
 target network. What crosses, and why (every arrow is an envelope the eavesdropper sees):
 
   training step b (driven by the target, one pass over its examples per epoch):
-    target -> source  request{op: transfer, step: b} users_b       which users' x_trans it needs
+    target -> source  request{op: transfer, step: 0} users_0       first step of the epoch only
     source -> target  artifact{kind: x_trans_batch} x_trans[users_b]
-    target -> source  gradient{step: b} dL_T/dx_trans[users_b]     so the source learns from L_T
-    (the source then updates its attacker, Algorithm 1 lines 1-3, and its own network, line 4)
-  with an exchange interval K (`exchange_interval`), the same three messages carry K steps
+    target -> source  gradient{step: b, next_step: b+1} dL_T/dx_trans[users_b], users_b+1
+    (the source updates its attacker, Algorithm 1 lines 1-3, and its own network, line 4, then
+    serves the next step's x_trans: the gradient carries the next request, so a step costs two
+    envelopes, not three; the last step's gradient carries none)
+  with an exchange interval K (`exchange_interval`), the same messages carry K steps
   (users, x_trans and gradients one step after another, `counts` per step): fewer round trips.
   end of epoch e:
     target -> source  request{op: release, purpose: valid}
@@ -131,12 +133,16 @@ class PrivNetSourceParty(SourceParty):
         raise ValueError(f"unknown request op {op!r}; valid: transfer, release")
 
     def _transfer(self, msg: Message) -> Iterable[Message]:
-        users = np.asarray(msg.arrays["user_ids"], dtype=np.int64)
+        return self._serve_transfer(msg, int(msg.meta["step"]), msg.arrays["user_ids"], msg.arrays.get("counts"))
+
+    def _serve_transfer(self, msg: Message, step: int, user_ids, counts) -> list[Message]:
+        """The x_trans of one step's users (or of a group of K steps'), asked for by a transfer
+        request or by the previous step's gradient."""
+        users = np.asarray(user_ids, dtype=np.int64)
         if users.ndim != 1 or users.size == 0 or users.min() < 0 or users.max() >= self.data.n_users:
             raise ValueError(f"transfer request needs 1-d user ids in [0, {self.data.n_users}), got shape {users.shape}")
-        step = int(msg.meta["step"])
         # One training step, or a group of K (exchange interval): each step's users in order.
-        groups = split_rows(users, msg.arrays.get("counts"), "transfer request")
+        groups = split_rows(users, counts, "transfer request")
         xs, x_live = group_transfer(self.net, self.q_hist, self.q_cand, groups)
         self.pending[step] = (groups, x_live)
         meta: dict = {"step": step}
@@ -181,7 +187,11 @@ class PrivNetSourceParty(SourceParty):
             )
             self.losses["S"] += out["loss_S"]
             self.losses["steps"] += 1
-        return []
+        if "next_step" not in msg.meta:
+            return []
+        # The next step's request, carried by this gradient: served after the update, as a
+        # request sent right after the gradient would be.
+        return self._serve_transfer(msg, int(msg.meta["next_step"]), msg.arrays["next_user_ids"], msg.arrays.get("next_counts"))
 
     def _attacker_steps(self) -> None:
         """Algorithm 1, lines 1-3: the simulated attacker learns first, on a public-user batch,
@@ -275,28 +285,36 @@ class PrivNetTargetParty(TargetParty):
 
     def _next_request(self, round: int) -> Message:
         if self.step >= self.steps:
-            return Message(
-                type="request",
-                sender=self.name,
-                receiver="source",
-                round=round,
-                meta={"op": "release", "purpose": "valid", "epoch": self.epoch},
-            )
-        # The next K training steps (exchange interval; not past the end of the epoch).
+            return self._release_request(round)
+        return Message(
+            type="request",
+            sender=self.name,
+            receiver="source",
+            round=round,
+            arrays=self._next_group(),
+            meta={"op": "transfer", "step": self.step},
+        )
+
+    def _release_request(self, round: int) -> Message:
+        return Message(
+            type="request",
+            sender=self.name,
+            receiver="source",
+            round=round,
+            meta={"op": "release", "purpose": "valid", "epoch": self.epoch},
+        )
+
+    def _next_group(self) -> dict[str, np.ndarray]:
+        """Draw the next K training steps (exchange interval; not past the end of the epoch):
+        the users whose x_trans they need, each step's after the other, with `counts` per step
+        when there are several."""
         self.batches = [self.stream.next_batch() for _ in range(min(self.interval, self.steps - self.step))]
         unique = [np.unique(batch.users, return_inverse=True) for batch in self.batches]
         self.inverses = [inverse for _, inverse in unique]
         arrays = {"user_ids": np.concatenate([users for users, _ in unique]).astype(np.int64)}
         if len(unique) > 1:
             arrays["counts"] = np.array([users.size for users, _ in unique], dtype=np.int64)
-        return Message(
-            type="request",
-            sender=self.name,
-            receiver="source",
-            round=round,
-            arrays=arrays,
-            meta={"op": "transfer", "step": self.step},
-        )
+        return arrays
 
     def absorbed(self, name, arrays, meta, last: Message) -> Iterable[Message]:
         kind = last.meta.get("kind")
@@ -319,12 +337,18 @@ class PrivNetTargetParty(TargetParty):
             grad_arrays = {"user_ids": arrays["user_ids"], "grad": grads[0] if len(grads) == 1 else np.concatenate(grads)}
             if len(grads) > 1:
                 grad_arrays["counts"] = np.array([x.shape[0] for x in xs], dtype=np.int64)
-            grad_msg = Message(
-                type="gradient", sender=self.name, receiver="source", round=last.round, arrays=grad_arrays, meta={"step": step}
-            )
+            grad_meta: dict = {"step": step}
             self.step += len(self.batches)
             self.batches, self.inverses = [], []
-            return [grad_msg, self._next_request(last.round)]
+            if self.step >= self.steps:  # the epoch's last step: validation comes next
+                grad_msg = Message(
+                    type="gradient", sender=self.name, receiver="source", round=last.round, arrays=grad_arrays, meta=grad_meta
+                )
+                return [grad_msg, self._release_request(last.round)]
+            # The next step's request travels with this gradient (one envelope fewer per step).
+            grad_arrays.update({f"next_{key}": value for key, value in self._next_group().items()})
+            grad_meta["next_step"] = self.step
+            return [Message(type="gradient", sender=self.name, receiver="source", round=last.round, arrays=grad_arrays, meta=grad_meta)]
         if kind == REPRESENTATION_KIND and meta.get("purpose") == "valid":
             x_all = self.per_user_artifact(name, "x_trans")
             del self.artifacts[name]
