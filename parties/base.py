@@ -112,7 +112,8 @@ class Party:
         # Kinds of per-step artifacts folded, per sender and round, into one view artifact with
         # each user's latest row (sealed by `seal_view_folds`): bounded memory over long runs.
         self.fold_receiver_view_kinds: set[str] = set()
-        self._view_folds: dict[tuple[str, str, int], tuple[Message, list[tuple[np.ndarray, dict[str, np.ndarray]]]]] = {}
+        # (kind, sender, round) -> (last message, parts, rows held in the parts)
+        self._view_folds: dict[tuple[str, str, int], tuple[Message, list[tuple[np.ndarray, dict[str, np.ndarray]]], int]] = {}
 
     # ----------------------------------------------------------------- keys
     def public_key(self) -> bytes:
@@ -191,19 +192,22 @@ class Party:
         """Record an accepted artifact in the receiver's view (kept whole, folded, or dropped)."""
         kind = str(msg.meta.get("kind", ""))
         if kind in self.fold_receiver_view_kinds and "user_ids" in msg.arrays:
-            _, parts = self._view_folds.get((kind, msg.sender, msg.round), (msg, []))
+            _, parts, rows = self._view_folds.get((kind, msg.sender, msg.round), (msg, [], 0))
             fields = {k: np.asarray(v) for k, v in msg.arrays.items() if k != "user_ids"}
-            parts.append((np.asarray(msg.arrays["user_ids"]).reshape(-1), fields))
-            if sum(p[0].size for p in parts) > FOLD_COMPACT_ROWS and len(parts) > 1:
+            users = np.asarray(msg.arrays["user_ids"]).reshape(-1)
+            parts.append((users, fields))
+            rows += users.size
+            if rows > FOLD_COMPACT_ROWS and len(parts) > 1:
                 parts[:] = [latest_rows(parts)]
-            self._view_folds[(kind, msg.sender, msg.round)] = (msg, parts)
+                rows = parts[0][0].size
+            self._view_folds[(kind, msg.sender, msg.round)] = (msg, parts, rows)
         elif self.keep_receiver_view_kinds is None or kind in self.keep_receiver_view_kinds:
             self._receiver_view.append(Endpoint.receiver_view(msg))
 
     def seal_view_folds(self) -> None:
         """Add each folded round to the receiver's view as one artifact `<kind>@<round>` (every
         user's latest row of the round), then forget it."""
-        for (kind, _, rnd), (last, parts) in self._view_folds.items():
+        for (kind, _, rnd), (last, parts, _) in self._view_folds.items():
             users, fields = latest_rows(parts)
             arrays = {"user_ids": users, **{k: fields[k] for k in sorted(fields)}}
             meta = {"artifact": f"{kind}@{rnd}", "kind": kind, "chunk": 0, "chunks": 1, "folded": "latest row per user"}
