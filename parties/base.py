@@ -293,7 +293,7 @@ def artifact_chunks(
     for key, arr in arrays.items():
         if arr.shape[0] != n:
             raise ValueError(f"artifact {name!r}: array {key!r} has {arr.shape[0]} rows, expected {n}")
-    row_bytes = 8 + sum(int(np.prod(a.shape[1:], dtype=np.int64)) * a.dtype.itemsize for a in arrays.values())
+    row_bytes = 8 + sum(math.prod(a.shape[1:]) * a.dtype.itemsize for a in arrays.values())  # math.prod: exact, no array
     rows = max(1, chunk_bytes // max(1, row_bytes))
     n_chunks = max(1, math.ceil(n / rows))
     messages = []
