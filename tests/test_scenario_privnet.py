@@ -11,6 +11,7 @@ from models.data import UserAttributes
 from models.privnet import evaluate_privnet, train_privnet_joint, transferred_representations
 from parties.base import COORDINATOR, ChannelConfig
 from parties.privnet import PrivNetSourceParty, PrivNetTargetParty
+from protocol import Message
 from sim.coordinator import Relay
 from sim.runtimes.base import PartySpec
 from sim.runtimes.inproc import InprocRuntime
@@ -64,6 +65,38 @@ def test_parties_reproduce_the_reference_loop(synthetic_config, tmp_path):
     # the released artifact the receiver attacked is the reference's representation
     released = load_artifact(out / "intercepted" / "lambda=1" / "seed0" / "receiver" / "artifact-x_trans.safetensors")
     np.testing.assert_allclose(released.arrays["x_trans"], x[released.user_ids], rtol=0, atol=1e-6)
+
+
+def test_a_gradient_carries_the_next_request_and_the_source_checks_it():
+    """The gradient of step b carries step b+1's users: the source applies the gradient, then
+    answers with step b+1's x_trans; a carried request with users out of range is refused with
+    an error that names it (and the gradient without a pending transfer too)."""
+    source = build_cold_party({"role": "source", "options": {**PRIVNET, "seed": 0}})
+    n_users = source.data.n_users
+    dim = source.net.trans_dim
+
+    def message(type: str, arrays: dict, meta: dict) -> Message:
+        return Message(type=type, sender="target", receiver="source", arrays=arrays, meta=meta)
+
+    first = np.array([0, 3, 5], dtype=np.int64)
+    (batch,) = source._dispatch(message("request", {"user_ids": first}, {"op": "transfer", "step": 0}))
+    assert batch.type == "artifact" and batch.meta["step"] == 0
+    grad = {"user_ids": first, "grad": np.zeros((3, dim), np.float32)}
+    nxt = np.array([1, 2], dtype=np.int64)
+    (batch,) = source._dispatch(message("gradient", {**grad, "next_user_ids": nxt}, {"step": 0, "next_step": 1}))
+    assert batch.type == "artifact" and batch.meta["step"] == 1
+    np.testing.assert_array_equal(batch.arrays["user_ids"], nxt)
+    assert batch.arrays["x_trans"].shape == (2, dim)
+    assert source.pending.keys() == {1}  # step 0 applied, step 1 awaits its gradient
+    # the epoch's last gradient carries no request: nothing is sent back
+    assert source._dispatch(message("gradient", {"user_ids": nxt, "grad": np.zeros((2, dim), np.float32)}, {"step": 1})) == []
+    assert source.pending == {}
+    (error,) = source._dispatch(message("gradient", {**grad}, {"step": 7}))
+    assert error.type == "error" and "no pending transfer" in error.meta["detail"]
+    source._dispatch(message("request", {"user_ids": first}, {"op": "transfer", "step": 2}))
+    bad = np.array([n_users], dtype=np.int64)
+    (error,) = source._dispatch(message("gradient", {**grad, "next_user_ids": bad}, {"step": 2, "next_step": 3}))
+    assert error.type == "error" and f"user ids in [0, {n_users})" in error.meta["detail"]
 
 
 @pytest.mark.slow
