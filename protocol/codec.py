@@ -105,10 +105,12 @@ def parse_frame(data: bytes | bytearray | memoryview, limits: Limits = _DEFAULT_
     if n < body_offset:
         raise ProtocolError(ErrorCode.TRUNCATED, f"envelope ends inside the header ({n} bytes, header needs {body_offset})")
     raw = view[PREFIX_LEN:body_offset]
-    header = cbor.decode_fast(raw, _secure_header)
-    if header is cbor.SLOW or bool(flags & FLAG_ENCRYPTED_BODY) != (header["type"] in APPLICATION_TYPES):
+    header = cbor.decode_fast(raw, _known_header)
+    if header is cbor.SLOW or bool(flags & FLAG_ENCRYPTED_BODY) != (header["suite"] == "secure" and header["type"] in APPLICATION_TYPES):
         header = cbor.loads(raw, what="header")
         _check_header(header, flags, limits)
+    elif header["suite"] == "plaintext":  # the last of _check_header's checks, which needs the limits
+        manifest_entries(header["manifest"], max_arrays=limits.max_arrays)
     total = body_offset + header["body_length"]
     if total > limits.max_envelope_bytes:
         raise ProtocolError(
@@ -171,20 +173,29 @@ def _check_header(header: Any, flags: int, limits: Limits) -> None:
         manifest_entries(header["manifest"], max_arrays=limits.max_arrays)
 
 
-def _secure_header(h: Any) -> bool:
-    """`cbor.decode_fast`'s check for the header every envelope of a session carries: raises
-    SlowPath unless `h` is a secure-suite header with its fields in canonical order that
-    `_check_header` accepts (the flag bit aside, which `parse_frame` compares). Such a header
-    holds only text, bytes, ints in range and null: no float. Anything else, plaintext headers
-    included, goes to the strict decoder and `_check_header`, which name the problem."""
-    if type(h) is not dict or tuple(h) != _SECURE_ORDER:
+def _known_header(h: Any) -> bool:
+    """`cbor.decode_fast`'s check for the two header shapes v1 defines: raises SlowPath unless
+    `h` is a secure or plaintext header with its fields in canonical order whose fields
+    `_check_header` accepts (the flag bit and the manifest's entries aside, which `parse_frame`
+    checks next). A secure header holds only text, bytes, ints in range and null: no float.
+    A plaintext header's manifest and meta get the generic data-model walk, which says whether
+    they hold a float. Anything else goes to the strict decoder and `_check_header`, which name
+    the problem."""
+    if type(h) is not dict:
+        raise cbor.SlowPath
+    keys = tuple(h)
+    if keys == _SECURE_ORDER:
+        suite = "secure"
+    elif keys == _PLAINTEXT_ORDER:
+        suite = "plaintext"
+    else:
         raise cbor.SlowPath
     version, mtype, sid, sender, receiver = h["version"], h["type"], h["session_id"], h["sender"], h["receiver"]
     epoch, seq, rnd, reply_to, body_length = h["epoch"], h["seq"], h["round"], h["reply_to"], h["body_length"]
     if not (
         type(version) is int
         and version == WIRE_VERSION
-        and h["suite"] == "secure"
+        and h["suite"] == suite
         and type(mtype) is str
         and mtype in MESSAGE_TYPES
         and type(sid) is bytes
@@ -204,7 +215,13 @@ def _secure_header(h: Any) -> bool:
         and (reply_to is None or (type(reply_to) is int and 0 <= reply_to <= U64_MAX))
     ):
         raise cbor.SlowPath
-    return False
+    if suite == "secure":
+        return False
+    manifest, meta = h["manifest"], h["meta"]
+    if mtype in HANDSHAKE_TYPES or type(manifest) is not list or type(meta) is not dict:
+        raise cbor.SlowPath
+    manifest_float = cbor.holds_float(manifest, 1)  # both walked: each must lie in the data model
+    return cbor.holds_float(meta, 1) or manifest_float
 
 
 def _check_field(key: str, kind: str, value: Any) -> None:

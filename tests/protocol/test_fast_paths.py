@@ -174,6 +174,111 @@ def test_the_secure_header_fast_path_decides_as_the_strict_path(mtype, sender, r
 
 @settings(max_examples=300, deadline=None)
 @given(
+    st.sampled_from(["artifact", "control", "report"]),
+    names,
+    u64,
+    st.none() | u64,
+    st.dictionaries(
+        st.text(st.characters(codec="ascii"), max_size=6), st.none() | st.integers(-(2**64), 2**64 - 1) | st.floats() | text, max_size=3
+    )
+    | st.dictionaries(text, values, max_size=3),
+    st.lists(st.sampled_from(["x", "y", "z"]), max_size=2, unique=True),
+    st.integers(1, 3),
+    st.lists(st.tuples(st.integers(0, 600), st.integers(0, 255)), max_size=2),
+)
+def test_the_plaintext_header_fast_path_decides_as_the_strict_path(mtype, sender, seq, reply_to, meta, array_names, max_arrays, edits):
+    """Plaintext envelopes (random fields, meta and manifest, then random byte edits of the
+    header): parse_frame gives the same header, or the same error code, with the fast check of
+    the plaintext header as with the strict decoder and _check_header alone, under limits that
+    may refuse the manifest."""
+    from protocol import encode
+    from protocol.codec import parse_frame
+
+    arrays = {n: np.arange(3, dtype=np.float32) for n in array_names}
+    try:
+        raw = encode(Message(mtype, sender or "s", "target", arrays=arrays, meta=meta, seq=seq, reply_to=reply_to))
+    except ProtocolError:
+        return  # meta the sender refuses (checked by the encoding tests)
+    envelope = bytearray(raw)
+    header_length = int.from_bytes(raw[6:10], "big")
+    for pos, byte in edits:
+        envelope[10 + pos % max(1, header_length)] = byte
+    fast, slow = _both_paths(parse_frame, bytes(envelope), Limits(max_arrays=max_arrays))
+    assert fast[0] == slow[0]
+    if fast[0] == "ok":
+        assert cbor2.dumps(fast[1].header, canonical=True) == cbor2.dumps(slow[1].header, canonical=True)  # NaN != NaN
+        assert fast[1].body_offset == slow[1].body_offset
+    else:
+        assert fast[1] is slow[1]
+
+
+def _plaintext_envelope(meta: bytes, manifest: bytes = b"\x80", mtype: str = "control") -> bytes:
+    """A plaintext envelope whose header carries `meta` and `manifest` as given (raw CBOR),
+    every other field canonical; no arrays."""
+    from protocol.codec import _PLAINTEXT_ORDER
+    from protocol.wire import MAGIC, PREFIX, WIRE_VERSION
+
+    fields = {
+        "seq": 1, "type": mtype, "epoch": 0, "round": 0, "suite": "plaintext", "sender": "a", "version": WIRE_VERSION,
+        "receiver": "b", "reply_to": None, "session_id": bytes(16), "body_length": 0,
+    }  # fmt: skip
+    header = bytes([0xA0 + len(_PLAINTEXT_ORDER)])
+    for key in _PLAINTEXT_ORDER:
+        value = {"meta": meta, "manifest": manifest}.get(key)
+        header += cbor2.dumps(key) + (value if value is not None else cbor2.dumps(fields[key]))
+    return PREFIX.pack(MAGIC, WIRE_VERSION, 0, len(header)) + header
+
+
+@pytest.mark.parametrize(
+    "meta, manifest, code",
+    [
+        (cbor2.dumps({"step": 3}), b"\x80", None),
+        (bytes.fromhex("a16161f93800"), b"\x80", None),  # 0.5 in its shortest form
+        (bytes.fromhex("a16161fb3fe0000000000000"), b"\x80", ErrorCode.MALFORMED_HEADER),  # 0.5 as a double
+        (bytes.fromhex("a16161f97e01"), b"\x80", ErrorCode.MALFORMED_HEADER),  # NaN with a payload: same length as canonical
+        (bytes.fromhex("a2616201616101"), b"\x80", ErrorCode.MALFORMED_HEADER),  # meta keys out of canonical order
+        (bytes.fromhex("a2616101616101"), b"\x80", ErrorCode.DUPLICATE_KEY),  # a repeated meta key
+        (bytes.fromhex("a16161f7"), b"\x80", ErrorCode.MALFORMED_HEADER),  # undefined
+        (b"\xa0", cbor2.dumps([["x", "float32", [3]]]), ErrorCode.MALFORMED_HEADER),  # an array the body does not hold
+        (b"\xa0", cbor2.dumps([["x", "float32", [3]]])[:-1], ErrorCode.MALFORMED_HEADER),  # truncated manifest
+        (b"\xa0", b"\x9f\xff", ErrorCode.MALFORMED_HEADER),  # an indefinite-length manifest
+        (b"\xa0", cbor2.dumps([["x", "float32", [3.0]]]), ErrorCode.MALFORMED_HEADER),  # a dimension as a float
+        (b"\xa0", cbor2.dumps([["x", 7, [3]]]), ErrorCode.MALFORMED_HEADER),  # a dtype that is not text
+    ],
+)
+def test_the_plaintext_header_fast_path_refuses_what_the_strict_path_refuses(meta, manifest, code):
+    """Plaintext headers that cbor2 decodes but v1 refuses, or that the checks after decoding
+    refuse (the body check included): the same outcome with and without the fast path."""
+    from protocol import decode
+
+    fast, slow = _both_paths(decode, _plaintext_envelope(meta, manifest))
+    assert fast[0] == slow[0]
+    if code is None:
+        assert fast[0] == "ok"
+    else:
+        assert fast[0] == "error" and fast[1] is slow[1], (fast, slow)
+
+
+def test_a_plaintext_manifest_obeys_this_receivers_max_arrays_on_the_fast_path():
+    from protocol import encode
+    from protocol.codec import parse_frame
+
+    arrays = {"x": np.zeros(3, np.float32), "y": np.ones(3, np.float32)}
+    envelope = encode(Message("artifact", "source", "target", arrays=arrays, meta={"lam": 0.5}))
+    assert _both_paths(parse_frame, envelope, Limits(max_arrays=2))[0][0] == "ok"
+    fast, slow = _both_paths(parse_frame, envelope, Limits(max_arrays=1))
+    assert fast == slow == ("error", ErrorCode.OVERSIZED)
+
+
+def test_a_plaintext_handshake_header_is_refused_with_and_without_the_fast_path():
+    from protocol import decode
+
+    fast, slow = _both_paths(decode, _plaintext_envelope(b"\xa0", mtype="hs_init"))
+    assert fast == slow == ("error", ErrorCode.MALFORMED_HEADER)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
     st.dictionaries(text, values, max_size=3),
     st.lists(st.sampled_from(["x", "y", "z"]), max_size=2, unique=True),
     st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=2),
