@@ -340,15 +340,12 @@ class PrivNetTargetParty(TargetParty):
             grad_meta: dict = {"step": step}
             self.step += len(self.batches)
             self.batches, self.inverses = [], []
-            if self.step >= self.steps:  # the epoch's last step: validation comes next
-                grad_msg = Message(
-                    type="gradient", sender=self.name, receiver="source", round=last.round, arrays=grad_arrays, meta=grad_meta
-                )
-                return [grad_msg, self._release_request(last.round)]
-            # The next step's request travels with this gradient (one envelope fewer per step).
-            grad_arrays.update({f"next_{key}": value for key, value in self._next_group().items()})
-            grad_meta["next_step"] = self.step
-            return [Message(type="gradient", sender=self.name, receiver="source", round=last.round, arrays=grad_arrays, meta=grad_meta)]
+            last_step = self.step >= self.steps  # then validation comes next
+            if not last_step:  # the next step's request travels with this gradient (one envelope fewer per step)
+                grad_arrays.update({f"next_{key}": value for key, value in self._next_group().items()})
+                grad_meta["next_step"] = self.step
+            grad_msg = Message(type="gradient", sender=self.name, receiver="source", round=last.round, arrays=grad_arrays, meta=grad_meta)
+            return [grad_msg, self._release_request(last.round)] if last_step else [grad_msg]
         if kind == REPRESENTATION_KIND and meta.get("purpose") == "valid":
             x_all = self.per_user_artifact(name, "x_trans")
             del self.artifacts[name]
