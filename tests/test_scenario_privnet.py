@@ -8,7 +8,7 @@ from test_models import PRIVNET, PRIVNET_SEEDS, cross_domain_data, hr10, leak, p
 
 from attacks.tap import Eavesdropper, load_artifact
 from models.data import UserAttributes
-from models.privnet import evaluate_privnet, train_privnet_joint, transferred_representations
+from models.privnet import evaluate_privnet, train_privnet_joint, transfer_for_step, transferred_representations
 from parties.base import COORDINATOR, ChannelConfig
 from parties.privnet import PrivNetSourceParty, PrivNetTargetParty
 from protocol import Message
@@ -83,10 +83,14 @@ def test_a_gradient_carries_the_next_request_and_the_source_checks_it():
     assert batch.type == "artifact" and batch.meta["step"] == 0
     grad = {"user_ids": first, "grad": np.zeros((3, dim), np.float32)}
     nxt = np.array([1, 2], dtype=np.int64)
+    before, _ = transfer_for_step(source.net, source.q_hist[nxt], source.q_cand[nxt])
     (batch,) = source._dispatch(message("gradient", {**grad, "next_user_ids": nxt}, {"step": 0, "next_step": 1}))
     assert batch.type == "artifact" and batch.meta["step"] == 1
     np.testing.assert_array_equal(batch.arrays["user_ids"], nxt)
-    assert batch.arrays["x_trans"].shape == (2, dim)
+    # served from the network as step 0's update left it, not as it was before
+    after, _ = transfer_for_step(source.net, source.q_hist[nxt], source.q_cand[nxt])
+    np.testing.assert_array_equal(batch.arrays["x_trans"], after)
+    assert not np.allclose(after, before)
     assert source.pending.keys() == {1}  # step 0 applied, step 1 awaits its gradient
     # the epoch's last gradient carries no request: nothing is sent back
     assert source._dispatch(message("gradient", {"user_ids": nxt, "grad": np.zeros((2, dim), np.float32)}, {"step": 1})) == []

@@ -70,7 +70,7 @@ def names_in_bytes(mp):
             fail(ErrorCode.MALFORMED_HEADER)
         original(key, kind, value)
 
-    def known_header(h):  # the fast check counts names the same wrong way: it refuses them
+    def known_header(h):  # the fast check leaves such names to the strict path, which the mutant refuses
         if type(h) is dict and any(type(h.get(k)) is str and len(h[k].encode("utf-8")) > 256 for k in ("sender", "receiver")):
             fail(ErrorCode.MALFORMED_HEADER)
         return original_fast(h)

@@ -270,6 +270,23 @@ def test_a_plaintext_manifest_obeys_this_receivers_max_arrays_on_the_fast_path()
     assert fast == slow == ("error", ErrorCode.OVERSIZED)
 
 
+def test_both_header_shapes_take_the_fast_path():
+    """The fast check really accepts what parties send (else every envelope would pay for the
+    strict decoder, and the differential tests above would still pass)."""
+    from protocol import encode
+    from protocol.codec import _known_header, frame_prefix, make_header
+    from protocol.wire import PREFIX
+
+    plaintext = encode(Message("artifact", "source", "target", arrays={"x": np.zeros(3, np.float32)}, meta={"lam": 0.5, "step": 3}))
+    secure_header = make_header(
+        suite="secure", type="gradient", session_id=bytes(16), sender="target", receiver="source",
+        epoch=0, seq=1, round=0, reply_to=None, body_length=16,
+    )  # fmt: skip
+    for envelope in (plaintext, frame_prefix(secure_header, 1)):
+        header = envelope[PREFIX.size :][: int.from_bytes(envelope[6:10], "big")]
+        assert pcbor.decode_fast(header, _known_header) is not pcbor.SLOW
+
+
 def test_a_plaintext_handshake_header_is_refused_with_and_without_the_fast_path():
     from protocol import decode
 
