@@ -39,8 +39,13 @@ def test_fold_keeps_each_users_latest_row_with_or_without_compaction(monkeypatch
     np.testing.assert_array_equal(compacted_x, x)
     assert compacted_held < held  # compaction really ran, and bounded what was held
     assert compacted_held <= 30 + 50 + 12  # at most the bound, one user per id, one more step
-    # each user's row is from the last step that carried it
-    assert np.all(x[:, 0] - users >= 0) and x.shape == (users.size, 3)
+    # each user's row is from the last step that carried it (row = step + user id)
+    rng, last_step = np.random.default_rng(0), {}
+    for step in range(40):
+        last_step.update(dict.fromkeys(np.unique(rng.integers(0, 50, size=12)).tolist(), step))
+    np.testing.assert_array_equal(users, sorted(last_step))
+    np.testing.assert_array_equal(x[:, 0] - users, [last_step[u] for u in users.tolist()])
+    assert x.shape == (users.size, 3)
 
 
 def test_fold_is_per_round(monkeypatch):
